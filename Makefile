@@ -1,0 +1,35 @@
+# dreamgym — `make demo` runs the pipeline on real TextWorld games; `make test` runs the tests.
+# Both create .venv on first use (torch==2.13.0 first: an unpinned torch pulls a CUDA build).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DG     := $(VENV)/bin/dreamgym
+EXTRAS ?= test,bench,serve
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: venv test test-fast demo bench clean-demo help
+
+help:
+	@echo "make demo   set up and run the TextWorld pipeline (tiny models, CPU)"
+	@echo "make test   set up and run the tests"
+	@echo "make bench  run the benchmarks in bench/"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: venv
+	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -x -m "not slow" tests
+
+include pipelines/demo.mk
+include pipelines/bench.mk

@@ -1,0 +1,230 @@
+"""Canonical trajectory files and task files: reading (with line-numbered errors) and writing.
+
+Trajectory files hold one episode per record: `.jsonl` (one JSON object per line, see
+`schema.py`) or `.parquet` (one row per episode; `task` and `steps` as JSON text columns, so the
+file stays readable by any Parquet reader). Task files are `.parquet` (TASK_SCHEMA) or `.jsonl`.
+
+Writers are atomic (temporary sibling, then rename); readers validate every record and raise
+`InputError` naming the file, the line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dreamgym_cli.errors import InputError
+from dreamgym_cli.schema import (
+    SCHEMA_VERSION, TASK_SCHEMA, Task, episode_to_json, read_schema_version, validate_episode,
+    validate_task,
+)
+
+MAX_LINE_BYTES = 64 << 20  # one episode larger than this is almost surely a broken file
+EpisodeRecord = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]  # task, episode, steps
+
+_TRAJ_PARQUET_SCHEMA = pa.schema(
+    [("schema_version", pa.int32()), ("episode_id", pa.string()), ("record", pa.string())],
+    metadata={b"dreamgym.schema_version": str(SCHEMA_VERSION).encode(),
+              b"dreamgym.table": b"trajectories"},
+)
+
+
+def _check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError("no such file", file=path)
+    if path.is_dir():
+        raise InputError("is a directory, expected a trajectory file (.jsonl or .parquet)",
+                         file=path)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+# ----------------------------------------------------------------------------------------------
+# JSON lines
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for each non-blank line; InputError on the first bad one."""
+    _check_readable_file(path)
+    with open(path, "rb") as f:
+        lineno = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise InputError(f"line is longer than {MAX_LINE_BYTES >> 20} MiB; expected one "
+                                 "episode per line", file=path, line=lineno)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"not UTF-8 (byte {e.start + 1} of the line)", file=path,
+                                 line=lineno) from None
+            if not text.strip():
+                continue
+            try:
+                yield lineno, json.loads(text)
+            except json.JSONDecodeError as e:
+                what = "truncated JSON" if "Unterminated" in e.msg or "Expecting" in e.msg and \
+                    e.pos >= len(text.rstrip()) else "not valid JSON"
+                raise InputError(f"{what}: {e.msg} at column {e.colno}", file=path,
+                                 line=lineno) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Trajectories
+
+
+def read_episodes(path: str | Path) -> Iterator[EpisodeRecord]:
+    """Validated (task, episode, steps) rows from a canonical .jsonl or .parquet file."""
+    path = Path(path)
+    _check_readable_file(path)
+    if path.suffix == ".parquet":
+        yield from _read_episodes_parquet(path)
+        return
+    seen: dict[str, int] = {}
+    empty = True
+    for lineno, obj in iter_json_lines(path):
+        empty = False
+        try:
+            task, episode, steps = validate_episode(obj)
+        except InputError as e:
+            raise e.at(file=path, line=lineno) from None
+        first = seen.setdefault(episode["episode_id"], lineno)
+        if first != lineno:
+            raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first on line "
+                             f"{first})", file=path, line=lineno, field="episode_id")
+        yield task, episode, steps
+    if empty:
+        raise InputError("file is empty; expected one episode per line", file=path)
+
+
+def _read_episodes_parquet(path: Path) -> Iterator[EpisodeRecord]:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"not a readable Parquet file ({e})", file=path) from None
+    version = read_schema_version(pf.schema_arrow)
+    if version is not None and version != SCHEMA_VERSION:
+        raise InputError(f"unknown schema version {version}; this dreamgym reads version "
+                         f"{SCHEMA_VERSION}", file=path, field="schema_version")
+    if "record" not in pf.schema_arrow.names:
+        raise InputError("expected a dreamgym trajectory Parquet file with a 'record' column",
+                         file=path)
+    if pf.metadata.num_rows == 0:
+        raise InputError("file has no episodes", file=path)
+    seen: dict[str, int] = {}
+    row = 0
+    for batch in pf.iter_batches(columns=["record"]):
+        for text in batch.column(0).to_pylist():
+            row += 1
+            try:
+                task, episode, steps = validate_episode(json.loads(text))
+            except json.JSONDecodeError as e:
+                raise InputError(f"record is not valid JSON: {e.msg}", file=path, line=row,
+                                 field="record") from None
+            except InputError as e:
+                raise e.at(file=path, line=row) from None
+            first = seen.setdefault(episode["episode_id"], row)
+            if first != row:
+                raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first in "
+                                 f"row {first})", file=path, line=row, field="episode_id")
+            yield task, episode, steps
+
+
+def write_episodes(path: str | Path, records: Iterable[EpisodeRecord]) -> int:
+    """Write canonical episodes to .jsonl or .parquet atomically; returns the episode count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    count = 0
+    try:
+        if path.suffix == ".parquet":
+            ids, texts = [], []
+            for task, episode, steps in records:
+                ids.append(episode["episode_id"])
+                texts.append(json.dumps(episode_to_json(task, episode, steps), ensure_ascii=False))
+            table = pa.table({"schema_version": pa.array([SCHEMA_VERSION] * len(ids), pa.int32()),
+                              "episode_id": ids, "record": texts}, schema=_TRAJ_PARQUET_SCHEMA)
+            pq.write_table(table, tmp, compression="zstd")
+            count = len(ids)
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for task, episode, steps in records:
+                    f.write(json.dumps(episode_to_json(task, episode, steps), ensure_ascii=False))
+                    f.write("\n")
+                    count += 1
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return count
+
+
+# ----------------------------------------------------------------------------------------------
+# Task files
+
+
+def read_tasks(path: str | Path) -> list[Task]:
+    """Tasks from a .parquet (TASK_SCHEMA) or .jsonl task file, validated, ids unique."""
+    path = Path(path)
+    _check_readable_file(path)
+    rows: list[tuple[int, Any]]
+    if path.suffix == ".parquet":
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"not a readable Parquet file ({e})", file=path) from None
+        version = read_schema_version(table.schema)
+        if version is not None and version != SCHEMA_VERSION:
+            raise InputError(f"unknown schema version {version}; this dreamgym reads version "
+                             f"{SCHEMA_VERSION}", file=path, field="schema_version")
+        rows = list(enumerate(table.to_pylist(), start=1))
+    else:
+        rows = list(iter_json_lines(path))
+    if not rows:
+        raise InputError("task file is empty", file=path)
+    tasks, seen = [], {}
+    for lineno, obj in rows:
+        try:
+            row = validate_task(obj)
+        except InputError as e:
+            raise e.at(file=path, line=lineno) from None
+        first = seen.setdefault(row["task_id"], lineno)
+        if first != lineno:
+            raise InputError(f"duplicate task_id {row['task_id']!r} (first on line {first})",
+                             file=path, line=lineno, field="task_id")
+        tasks.append(Task.from_row(row))
+    return tasks
+
+
+def write_tasks(path: str | Path, tasks: Iterable[Task]) -> int:
+    """Write tasks to .parquet or .jsonl atomically; returns the task count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [t.to_row() for t in tasks]
+    tmp = _tmp(path)
+    try:
+        if path.suffix == ".parquet":
+            pq.write_table(pa.Table.from_pylist(rows, schema=TASK_SCHEMA), tmp, compression="zstd")
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in rows:
+                    row = dict(row, spec=json.loads(row["spec"]))
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return len(rows)
