@@ -450,7 +450,11 @@ def _iso(value: Any) -> Any:
 def rows_to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
     """Validated rows -> an Arrow table with the v1 schema of `table`."""
     schema = SCHEMAS[table]
-    return pa.Table.from_pylist(rows, schema=schema)
+    arrow = pa.Table.from_pylist(rows, schema=schema)
+    for f in schema:  # Arrow does not enforce nullable=False on construction
+        if not f.nullable and arrow.column(f.name).null_count:
+            raise ValueError(f"{table}.{f.name} must not be null")
+    return arrow
 
 
 def read_schema_version(schema: pa.Schema) -> int | None:
