@@ -146,7 +146,8 @@ class ArtifactRun:
         self.started_at = _utc()
         self.previous = self._matching_manifest()
         self.up_to_date = self.previous is not None and not force
-        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
+        # Keep the suffix: writers pick the format (.parquet/.jsonl) from the path they write.
+        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}{self.out.suffix}")
         self.committed = False
 
     @staticmethod

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # messages quote data such as 'click[buy now]': not markup
 
 from dreamgym_cli.errors import InputError
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command.main(args=argv, prog_name="dreamgym", standalone_mode=False)
     except InputError as e:
-        err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(e.one_line())}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as e:
         return e.exit_code
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_code
         if os.environ.get("DREAMGYM_DEBUG"):
             raise
-        err.print(f"[bold red]failed:[/] {type(e).__name__}: {e}", highlight=False)
+        err.print(f"[bold red]failed:[/] {type(e).__name__}: {escape(str(e))}", highlight=False,
+                  soft_wrap=True)
         err.print("(set DREAMGYM_DEBUG=1 for the traceback)")
         return 1
     return 0
@@ -188,13 +190,15 @@ def ingest(
                                          "records that do not carry one."),
     embed: bool = typer.Option(False, "--embed/--no-embed", help="Embed the new transitions "
                                "for retrieval now (otherwise on first retrieval)."),
+    batch_steps: int = typer.Option(50_000, help="Transitions per commit: a crash loses at most "
+                                    "the batch being written."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Read trajectory files into a replay store (validated, deduplicated, atomic)."""
     from dreamgym_cli.stages import ingest as stage
 
     c = stage.IngestConfig(files=tuple(files), store=store, format=fmt, env=env, source=source,
-                           embed=embed)
+                           embed=embed, batch_steps=batch_steps)
     emit(stage.run(c), as_json, stage.render)
 
 
@@ -229,6 +233,123 @@ def store_sql(
         emit({"columns": table.column_names, "rows": table.to_pylist()}, True)
     else:
         render_table(table, limit=limit)
+
+
+# ----------------------------------------------------------------------------------------------
+# annotate / train-em / eval-em (the experience model)
+
+
+def _render_metrics(title: str, skip: tuple[str, ...] = ()):
+    def render(result: dict) -> None:
+        from rich.table import Table
+
+        table = Table(title=title)
+        table.add_column("key")
+        table.add_column("value", justify="right")
+        for k, v in result.items():
+            if k in skip or isinstance(v, (list, dict)):
+                continue
+            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        out.print(table)
+
+    return render
+
+
+@app.command("annotate")
+def annotate(
+    store: Path = typer.Option(..., help=_help("dreamgym_cli.stages.annotate.AnnotateConfig", "store")),
+    teacher_url: Optional[str] = typer.Option(None, help=_help(
+        "dreamgym_cli.stages.annotate.AnnotateConfig", "teacher_url")),
+    teacher_model: Optional[str] = typer.Option(None, help=_help(
+        "dreamgym_cli.stages.annotate.AnnotateConfig", "teacher_model")),
+    requests_per_second: Optional[float] = typer.Option(None, help="Teacher rate limit."),
+    concurrency: Optional[int] = typer.Option(None, help="Teacher requests in flight at once."),
+    source: Optional[str] = typer.Option(None, help="Annotate real (default), synthetic or all."),
+    config: Optional[Path] = CONFIG_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Fill the reasoning of the store's transitions (offline rules, or a teacher LLM)."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import annotate as stage
+    from dreamgym_cli.ui import step_progress
+
+    c = cfg.build(stage.AnnotateConfig, config, store=store, teacher_url=teacher_url,
+                  teacher_model=teacher_model, requests_per_second=requests_per_second,
+                  concurrency=concurrency, source=source)
+    with step_progress(f"annotate ({c.annotator})") as update:
+        result = stage.run(c, progress=update)
+    emit(result, as_json, _render_metrics("annotate"))
+
+
+@app.command("train-em")
+def train_em(
+    store: Path = typer.Option(..., help="Replay store with real transitions (and reasoning)."),
+    out_path: Path = typer.Option(..., "--out", help="Experience-model directory to write."),
+    base: Optional[str] = typer.Option(None, help="tiny:<1m|10m|30m> or a local HF model dir "
+                                       "(default tiny:10m)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over the training transitions."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per optimizer step."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (1e-3 tiny, 2e-4 LoRA)."),
+    max_length: Optional[int] = typer.Option(None, help="Longest example in tokens."),
+    retrieval_k: Optional[int] = typer.Option(None, help="Retrieved transitions per prompt "
+                                              "(0: the 'w/o replay' ablation)."),
+    history: Optional[int] = typer.Option(None, help="Past (state, action) pairs per prompt."),
+    reasoning: Optional[bool] = typer.Option(None, "--reasoning/--no-reasoning",
+                                             help="Train on reasoning (--no-reasoning: ablation)."),
+    full: Optional[bool] = typer.Option(None, "--full/--lora", help="Pretrained bases: all "
+                                        "weights (--full) or a LoRA adapter (default)."),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank."),
+    lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha."),
+    lora_targets: Optional[str] = typer.Option(None, help="LoRA target modules, comma-separated."),
+    seed: Optional[int] = typer.Option(None, help="Seed (init, data order, held-out split)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    config: Optional[Path] = CONFIG_OPT,
+    force: bool = FORCE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Fine-tune the experience model (loss on reasoning + next state + reward/done)."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import train_em as stage
+    from dreamgym_cli.ui import loss_info, step_progress
+
+    c = cfg.build(stage.TrainEMConfig, config, store=store, out=out_path, base=base,
+                  epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                  max_length=max_length, retrieval_k=retrieval_k, history=history,
+                  reasoning=reasoning, full=full, lora_r=lora_r, lora_alpha=lora_alpha,
+                  lora_targets=lora_targets, seed=seed, resume=resume or None,
+                  force=force or None)
+    with step_progress("train-em", fmt=loss_info) as update:
+        result = stage.run(c, progress=update)
+    emit(result, as_json, _render_metrics("train-em", skip=("heldout_episode_ids",)))
+
+
+@app.command("eval-em")
+def eval_em(
+    em: Path = typer.Option(..., help="Experience-model directory (from train-em)."),
+    episodes: Path = typer.Option(..., help="Held-out real episodes (.jsonl/.parquet)."),
+    out_path: Path = typer.Option(..., "--out", help="Report directory to write."),
+    store: Optional[Path] = typer.Option(None, help="Store for retrieval (default: the "
+                                         "model's training store)."),
+    batch_size: Optional[int] = typer.Option(None, help="Transitions per generation call."),
+    max_episodes: Optional[int] = typer.Option(None, help="Evaluate at most this many."),
+    multistep: Optional[bool] = typer.Option(None, "--multistep/--no-multistep",
+                                             help="Also replay whole episodes in the dream env."),
+    config: Optional[Path] = CONFIG_OPT,
+    force: bool = FORCE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Fidelity of the experience model on held-out real transitions."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import eval_em as stage
+    from dreamgym_cli.ui import step_progress
+
+    c = cfg.build(stage.EvalEMConfig, config, em=em, episodes=episodes, out=out_path,
+                  store=store, batch_size=batch_size, max_episodes=max_episodes,
+                  multistep=multistep, force=force or None)
+    with step_progress("eval-em") as update:
+        result = stage.run(c, progress=update)
+    emit(result, as_json, stage.render)
 
 
 if __name__ == "__main__":  # pragma: no cover

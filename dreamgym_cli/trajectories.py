@@ -71,6 +71,9 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
                                  line=lineno) from None
             if not text.strip():
                 continue
+            if lineno == 1 and text.strip() == "[":
+                raise InputError("expected one JSON object per line, found a JSON list (for "
+                                 "AgentGym files use --format agentgym)", file=path, line=1)
             try:
                 yield lineno, json.loads(text)
             except json.JSONDecodeError as e:
@@ -84,17 +87,28 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
 # Trajectories
 
 
-def read_episodes(path: str | Path) -> Iterator[EpisodeRecord]:
-    """Validated (task, episode, steps) rows from a canonical .jsonl or .parquet file."""
+def read_episodes(path: str | Path, *, env: str | None = None,
+                  source: str | None = None) -> Iterator[EpisodeRecord]:
+    """Validated (task, episode, steps) rows from a canonical .jsonl or .parquet file.
+
+    `env` and `source` fill in records that do not carry one (they never override a value).
+    """
+    for _, task, episode, steps in read_episodes_numbered(path, env=env, source=source):
+        yield task, episode, steps
+
+
+def read_episodes_numbered(path: str | Path, *, env: str | None = None, source: str | None = None
+                           ) -> Iterator[tuple[int, dict[str, Any], dict[str, Any], list[dict]]]:
+    """(line or row number, task, episode, steps) for each record; InputError on the first bad one.
+
+    An empty file and an episode_id seen twice in one file are errors.
+    """
     path = Path(path)
     _check_readable_file(path)
-    if path.suffix == ".parquet":
-        yield from _read_episodes_parquet(path)
-        return
+    records = _parquet_records(path) if path.suffix == ".parquet" else iter_json_lines(path)
     seen: dict[str, int] = {}
-    empty = True
-    for lineno, obj in iter_json_lines(path):
-        empty = False
+    for lineno, obj in records:
+        fill_defaults(obj, env=env, source=source)
         try:
             task, episode, steps = validate_episode(obj)
         except InputError as e:
@@ -103,12 +117,23 @@ def read_episodes(path: str | Path) -> Iterator[EpisodeRecord]:
         if first != lineno:
             raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first on line "
                              f"{first})", file=path, line=lineno, field="episode_id")
-        yield task, episode, steps
-    if empty:
+        yield lineno, task, episode, steps
+    if not seen:
         raise InputError("file is empty; expected one episode per line", file=path)
 
 
-def _read_episodes_parquet(path: Path) -> Iterator[EpisodeRecord]:
+def fill_defaults(obj: Any, *, env: str | None = None, source: str | None = None) -> None:
+    """Set `source` on an episode object and `env` on its task where they are missing."""
+    if not isinstance(obj, dict):
+        return
+    if source is not None and obj.get("source") is None:
+        obj["source"] = source
+    task = obj.get("task")
+    if env is not None and isinstance(task, dict) and task.get("env") is None:
+        task["env"] = env
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -120,25 +145,15 @@ def _read_episodes_parquet(path: Path) -> Iterator[EpisodeRecord]:
     if "record" not in pf.schema_arrow.names:
         raise InputError("expected a dreamgym trajectory Parquet file with a 'record' column",
                          file=path)
-    if pf.metadata.num_rows == 0:
-        raise InputError("file has no episodes", file=path)
-    seen: dict[str, int] = {}
     row = 0
     for batch in pf.iter_batches(columns=["record"]):
         for text in batch.column(0).to_pylist():
             row += 1
             try:
-                task, episode, steps = validate_episode(json.loads(text))
-            except json.JSONDecodeError as e:
-                raise InputError(f"record is not valid JSON: {e.msg}", file=path, line=row,
-                                 field="record") from None
-            except InputError as e:
-                raise e.at(file=path, line=row) from None
-            first = seen.setdefault(episode["episode_id"], row)
-            if first != row:
-                raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first in "
-                                 f"row {first})", file=path, line=row, field="episode_id")
-            yield task, episode, steps
+                yield row, json.loads(text)
+            except (json.JSONDecodeError, TypeError) as e:
+                raise InputError(f"record is not valid JSON: {getattr(e, 'msg', e)}", file=path,
+                                 line=row, field="record") from None
 
 
 def write_episodes(path: str | Path, records: Iterable[EpisodeRecord]) -> int:

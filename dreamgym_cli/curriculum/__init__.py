@@ -1,0 +1,1 @@
+"""Curriculum: reward variance, seed-task selection, task variation and the λ mix."""

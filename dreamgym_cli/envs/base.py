@@ -1,0 +1,53 @@
+"""What every environment speaks: `Observation`, `StepResult` and the `Env` protocol (DESIGN §5).
+
+Real adapters (TextWorld, ...) and the dream env implement the same three methods, and render the
+same **abstract state** text, so a policy cannot tell them apart (sim-to-real depends on it).
+Envs that know a good next action (TextWorld's `policy_commands`) also offer `expert_action()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+from dreamgym_cli.schema import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What the agent sees: the abstract state text and, where known, the admissible actions."""
+
+    text: str
+    admissible: list[str] | None
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """The outcome of one action. `reward` is this step's reward (not a running total)."""
+
+    observation: Observation
+    reward: float
+    done: bool
+    success: bool | None  # None = the env cannot tell
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@runtime_checkable
+class Env(Protocol):
+    def reset(self, task: Task) -> Observation: ...
+
+    def step(self, action: str) -> StepResult: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ExpertEnv(Env, Protocol):
+    """An env that can say what an expert would do now (a state-dependent plan, not a replay)."""
+
+    def expert_action(self) -> str | None: ...
+
+
+def has_expert(env: Any) -> bool:
+    return callable(getattr(env, "expert_action", None))

@@ -1,0 +1,268 @@
+"""The dream environment: the experience model as an env (`--env dream:EM_DIR`).
+
+A batch of episodes advances together: one retrieval call for the batch (top-k similar past
+transitions from the replay store), one generation call for the batch, then parsing. A completion
+that does not parse is regenerated (up to `max_retries`, sampling at a non-zero temperature) and
+then replaced by an explicit invalid transition (failure, reward 0), counted in `metrics`.
+
+Episodes start from the task's initial real state when the store knows it (a generated task
+starts from its parent's), else from a reset of the real env named by the task (offline envs like
+TextWorld). The step limit is enforced here: hitting it ends the episode as a failure. Finished
+episodes can be written to the store as `source=synthetic` (the paper's co-evolving buffer).
+
+`DreamEnv` also speaks the single-episode `Env` protocol (reset/step) for batch size 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dreamgym_cli.envs.base import Observation, StepResult
+from dreamgym_cli.errors import InputError
+from dreamgym_cli.schema import Task, now_utc
+
+
+@dataclasses.dataclass
+class _Slot:
+    task: Task
+    episode_id: str
+    state: str
+    admissible: list[str] | None
+    steps: list[dict] = dataclasses.field(default_factory=list)
+    done: bool = False
+    exclude: frozenset[str] = frozenset()  # episode ids retrieval must not return (eval-em)
+
+
+def admissible_from_state(text: str) -> list[str] | None:
+    """The `Actions:` line of an abstract state, as the agent's admissible list."""
+    from dreamgym_cli.experience.annotate_rules import parse_abstract_state
+
+    actions = parse_abstract_state(text).get("actions")
+    return list(actions) if actions else None
+
+
+class DreamEnv:
+    """Experience-model env over a batch of episodes."""
+
+    def __init__(self, em_dir: str | Path, *, store: Any = None, backend: str = "transformers",
+                 backend_options: dict | None = None, temperature: float = 0.0,
+                 max_retries: int = 2, max_steps: int | None = None,
+                 write_to_store: bool = False, policy_name: str = "policy", seed: int | None = None,
+                 model=None, tokenizer=None):
+        from dreamgym_cli.experience.examples import EM_SETTINGS_FILE, EMSettings
+        from dreamgym_cli.llm.generate import open_backend
+        from dreamgym_cli.llm.models import load_model
+
+        self.em_dir = Path(em_dir)
+        if not (self.em_dir / EM_SETTINGS_FILE).is_file():
+            raise InputError(f"not an experience-model directory (no {EM_SETTINGS_FILE}); make "
+                             "one with `dreamgym train-em`", file=self.em_dir)
+        self.settings = EMSettings.load(self.em_dir)
+        self.store = self._open_store(store)
+        if model is None:
+            model, tokenizer = load_model(self.em_dir)
+        self.tokenizer = tokenizer
+        self.backend = open_backend(backend, model=model, tokenizer=tokenizer,
+                                    **(backend_options or {}))
+        self.temperature, self.max_retries, self.seed = temperature, max_retries, seed
+        self.max_steps, self.write_to_store, self.policy_name = max_steps, write_to_store, policy_name
+        self.slots: list[_Slot] = []
+        self.metrics = {"dream/steps": 0, "dream/retries": 0, "dream/invalid": 0}
+        self._calls = 0
+
+    def _open_store(self, store):
+        from dreamgym_cli.store import ReplayStore
+
+        if store is None and self.settings.store and Path(self.settings.store).is_dir():
+            store = self.settings.store
+        if store is None or isinstance(store, ReplayStore):
+            return store
+        return ReplayStore.open(store)
+
+    # ---- batch API ------------------------------------------------------------------------
+
+    def reset_batch(self, tasks: list[Task]) -> list[Observation]:
+        starts = self.initial_states(tasks)
+        self.slots = [_Slot(task=t, episode_id=f"dream-{uuid.uuid4().hex[:16]}", state=s,
+                            admissible=admissible_from_state(s)) for t, s in zip(tasks, starts)]
+        return [Observation(s.state, s.admissible, {"task_id": s.task.task_id})
+                for s in self.slots]
+
+    def step_batch(self, actions: list[str | None]) -> list[StepResult | None]:
+        """Advance every slot that is not done (its action must not be None)."""
+        if len(actions) != len(self.slots):
+            raise ValueError(f"expected {len(self.slots)} actions, got {len(actions)}")
+        active = [i for i, s in enumerate(self.slots) if not s.done]
+        for i in active:
+            if actions[i] is None:
+                raise ValueError(f"slot {i} is running and needs an action")
+        parsed = self._predict([self.slots[i] for i in active], [actions[i] for i in active])
+        results: list[StepResult | None] = [None] * len(self.slots)
+        for i, p in zip(active, parsed):
+            results[i] = self._advance(self.slots[i], actions[i], p)
+        return results
+
+    def _advance(self, slot: _Slot, action: str, p) -> StepResult:
+        t = len(slot.steps)
+        done, success = p.done, p.success
+        limit = self.max_steps or slot.task.spec.get("max_steps")
+        truncated = bool(limit) and t + 1 >= int(limit) and not done
+        if truncated:
+            done, success = True, False
+        admissible = admissible_from_state(p.next_state)
+        slot.steps.append({
+            "episode_id": slot.episode_id, "t": t, "task_id": slot.task.task_id,
+            "env": slot.task.env, "source": "synthetic", "state": slot.state,
+            "admissible": slot.admissible, "action": action, "next_state": p.next_state,
+            "reward": float(p.reward), "done": bool(done),
+            "success": success if done else None, "reasoning": p.reasoning,
+            "policy": self.policy_name, "created_at": now_utc(),
+        })
+        slot.state, slot.admissible, slot.done = p.next_state, admissible, bool(done)
+        self.metrics["dream/steps"] += 1
+        info = {"valid": p.valid, "error": p.error, "truncated": truncated}
+        return StepResult(Observation(p.next_state, admissible, info), float(p.reward),
+                          bool(done), success if done else None, info)
+
+    def _predict(self, slots: list[_Slot], actions: list[str]) -> list:
+        from dreamgym_cli.experience.parser import invalid_transition, parse_em_completion
+
+        prompts = self._prompts(slots, actions)
+        results: list[Any] = [None] * len(slots)
+        pending = list(range(len(slots)))
+        for attempt in range(self.max_retries + 1):
+            temperature = self.temperature if attempt == 0 else max(self.temperature, 0.7)
+            texts = self._generate([prompts[i] for i in pending], temperature)
+            still = []
+            for i, text in zip(pending, texts):
+                parsed = parse_em_completion(text)
+                if parsed.valid:
+                    results[i] = parsed
+                else:
+                    still.append(i)
+                    results[i] = parsed
+            if attempt > 0:
+                self.metrics["dream/retries"] += len(pending)
+            else:  # eval-em reports how often the first completion fails to parse
+                self.last_first_try_failed = [not r.valid for r in results]
+            pending = still
+            if not pending:
+                break
+        for i in pending:
+            self.metrics["dream/invalid"] += 1
+            results[i] = invalid_transition(slots[i].state, results[i].error or "unparseable")
+        return results
+
+    def _prompts(self, slots: list[_Slot], actions: list[str]) -> list[list[int]]:
+        from dreamgym_cli.experience.prompt import build_em_prompt
+        from dreamgym_cli.llm.sft import encode_prompt
+
+        k = self.settings.retrieval_k
+        retrieved: list[list[dict]] = [[] for _ in slots]
+        if k > 0 and self.store is not None:
+            queries = [{"instruction": s.task.instruction, "state": s.state, "action": a}
+                       for s, a in zip(slots, actions)]
+            exclude = [set(s.exclude) for s in slots]
+            retrieved = self.store.retrieve(queries, k, exclude_episodes=exclude) \
+                if any(exclude) else self.store.retrieve(queries, k)
+        count = lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        out = []
+        for slot, action, ctx in zip(slots, actions, retrieved):
+            history = [(st["state"], st["action"]) for st in slot.steps][-self.settings.history:] \
+                if self.settings.history > 0 else []
+            text = build_em_prompt(slot.task.instruction, ctx, history, slot.state, action,
+                                   history_budget_tokens=self.settings.history_budget_tokens,
+                                   count_tokens=count)
+            out.append(encode_prompt(self.tokenizer, text))
+        return out
+
+    def _generate(self, prompts: list[list[int]], temperature: float) -> list[str]:
+        from dreamgym_cli.llm.generate import GenerationParams
+
+        self._calls += 1
+        seed = None if self.seed is None else self.seed * 100_003 + self._calls
+        params = GenerationParams(max_new_tokens=self.settings.max_new_tokens,
+                                  temperature=temperature, seed=seed)
+        return [c[0].text for c in self.backend.generate(prompts, params)]
+
+    # ---- initial states -------------------------------------------------------------------
+
+    def initial_states(self, tasks: list[Task]) -> list[str]:
+        """Each task's initial real state: from the store, else from a reset of its real env."""
+        known = self._stored_initial_states()
+        out = []
+        for task in tasks:
+            state = known.get(task.task_id) or (known.get(task.parent_id) if task.parent_id
+                                                else None)
+            if state is None and task.spec.get("initial_state"):
+                state = task.spec["initial_state"]
+            if state is None:
+                state = self._reset_real(task)
+            out.append(state)
+        return out
+
+    def _stored_initial_states(self) -> dict[str, str]:
+        if self.store is None:
+            return {}
+        if not hasattr(self, "_initial_cache"):
+            table = self.store.sql("SELECT task_id, any_value(state) AS state FROM steps "
+                                   "WHERE t = 0 AND source = 'real' GROUP BY task_id")
+            self._initial_cache = dict(zip(table.column("task_id").to_pylist(),
+                                           table.column("state").to_pylist()))
+        return self._initial_cache
+
+    def _reset_real(self, task: Task) -> str:
+        from dreamgym_cli.envs.registry import make_env
+
+        try:
+            env = make_env(task.env)
+        except InputError:
+            raise InputError(f"task {task.task_id!r} has no known initial state: the store holds "
+                             "no real episode of it and its env cannot be reset here",
+                             field="task_id") from None
+        try:
+            return env.reset(task).text
+        finally:
+            env.close()
+
+    # ---- store, single-episode protocol, cleanup ------------------------------------------
+
+    def finished_episodes(self) -> list[tuple[dict, dict, list[dict]]]:
+        """(task row, episode row, step rows) of the finished slots, as the store wants them."""
+        from dreamgym_cli.schema import validate_episode
+
+        out = []
+        for s in self.slots:
+            if not s.done or not s.steps:
+                continue
+            rec = {"episode_id": s.episode_id, "task": s.task.to_row(), "source": "synthetic",
+                   "policy": self.policy_name, "steps": s.steps,
+                   "success": s.steps[-1]["success"]}
+            out.append(validate_episode(rec))
+        return out
+
+    def flush_to_store(self) -> int:
+        """Append the finished synthetic episodes to the store (when write_to_store)."""
+        if not (self.write_to_store and self.store is not None):
+            return 0
+        records = self.finished_episodes()
+        if not records:
+            return 0
+        result = self.store.append([r[0] for r in records], [r[1] for r in records],
+                                   [s for r in records for s in r[2]])
+        return result.episodes_added
+
+    def reset(self, task: Task) -> Observation:
+        return self.reset_batch([task])[0]
+
+    def step(self, action: str) -> StepResult:
+        result = self.step_batch([action])[0]
+        if result is None:
+            raise RuntimeError("the episode is over; reset first")
+        return result
+
+    def close(self) -> None:
+        self.backend.close()

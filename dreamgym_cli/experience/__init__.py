@@ -1,0 +1,1 @@
+"""Experience model: prompt and completion format, parser, offline annotation, fidelity."""

@@ -1,0 +1,124 @@
+"""Experience-model examples: one (prompt, completion) pair per real transition.
+
+The prompt is what the dream env will show the model at that step (task, retrieved transitions,
+recent history, current state, action); the completion is the training target (reasoning when
+the model is trained with it, then next state, reward, done, success). Retrieval for a training
+example never returns transitions of the example's own episode, so the model cannot learn to
+copy the answer out of its context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dreamgym_cli.experience.prompt import build_em_prompt, format_em_completion
+
+EM_SETTINGS_FILE = "em.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class EMSettings:
+    """How an experience model builds its prompts; saved as em.json in the model dir."""
+
+    retrieval_k: int = 3
+    history: int = 2
+    history_budget_tokens: int = 256
+    reasoning: bool = True
+    max_new_tokens: int = 320
+    store: str | None = None  # the replay store retrieval reads from (absolute path)
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / EM_SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self),
+                                                                   indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> "EMSettings":
+        path = Path(directory) / EM_SETTINGS_FILE
+        data = json.loads(path.read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """What the experience model sees and must predict at one step."""
+
+    episode_id: str
+    instruction: str
+    history: tuple[tuple[str, str], ...]
+    state: str
+    action: str
+    next_state: str
+    reward: float
+    done: bool
+    success: bool | None
+    reasoning: str | None
+
+
+def transitions_from_episodes(episodes: Sequence[tuple[dict, dict, list[dict]]],
+                              history: int) -> list[Transition]:
+    """Real transitions with their last `history` (state, action) pairs."""
+    out = []
+    for task, episode, steps in episodes:
+        for i, s in enumerate(steps):
+            past = tuple((p["state"], p["action"]) for p in steps[max(0, i - history):i]) \
+                if history > 0 else ()
+            out.append(Transition(
+                episode_id=episode["episode_id"], instruction=task["instruction"], history=past,
+                state=s["state"], action=s["action"], next_state=s["next_state"],
+                reward=float(s["reward"] or 0.0), done=bool(s["done"]), success=s["success"],
+                reasoning=s.get("reasoning"),
+            ))
+    return out
+
+
+def retrieve_for(store, transitions: Sequence[Transition], k: int,
+                 batch_size: int = 256) -> list[list[dict[str, Any]]]:
+    """Top-k retrieved transitions per example, excluding the example's own episode."""
+    if k <= 0 or store is None:
+        return [[] for _ in transitions]
+    out: list[list[dict[str, Any]]] = []
+    for i in range(0, len(transitions), batch_size):
+        chunk = transitions[i:i + batch_size]
+        queries = [{"instruction": t.instruction, "state": t.state, "action": t.action}
+                   for t in chunk]
+        out.extend(store.retrieve(queries, k,
+                                  exclude_episodes=[{t.episode_id} for t in chunk]))
+    return out
+
+
+def build_pairs(transitions: Sequence[Transition], retrieved: Sequence[list[dict]],
+                settings: EMSettings, count_tokens: Callable[[str], int]) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs for SFT of the experience model.
+
+    A transition with an empty next state is no target (nothing to predict) and is left out.
+    """
+    pairs = []
+    for t, ctx in zip(transitions, retrieved, strict=True):
+        if not t.next_state.strip():
+            continue
+        prompt = build_em_prompt(t.instruction, ctx, list(t.history), t.state, t.action,
+                                 history_budget_tokens=settings.history_budget_tokens,
+                                 count_tokens=count_tokens)
+        completion = format_em_completion(t.reasoning or "", t.next_state, t.reward, t.done,
+                                          t.success, with_reasoning=settings.reasoning)
+        pairs.append((prompt, completion))
+    return pairs
+
+
+def corpus_texts(transitions: Sequence[Transition]) -> list[str]:
+    """The texts a tiny model's tokenizer is trained on: everything its prompts are made of."""
+    from dreamgym_cli.experience.prompt import EM_PREAMBLE
+
+    texts = [EM_PREAMBLE]
+    seen_instructions: set[str] = set()
+    for t in transitions:
+        if t.instruction not in seen_instructions:
+            seen_instructions.add(t.instruction)
+            texts.append(t.instruction)
+        texts += [t.state, t.action, t.next_state, t.reasoning or ""]
+    return [x for x in texts if x]

@@ -1,0 +1,196 @@
+"""Supervised fine-tuning on (prompt, completion) pairs with the loss on the completion only.
+
+One loop serves the experience model (`train-em`: prompt = task/retrieved/history/state/action,
+completion = reasoning + next state + reward/done tags, the paper's joint loss) and behaviour
+cloning of the policy (`train-agent --algo sft`). Prompts are encoded with the tokenizer's chat
+template when it has one (`encode_prompt`), the same function generation uses, so training and
+sampling see identical token ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IGNORE = -100
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a prompt as the model sees it before its completion (one user turn)."""
+    from dreamgym_cli.llm.generate import chat_prompt_ids
+
+    if getattr(tokenizer, "chat_template", None):
+        return chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}])
+    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+
+def encode_pair(tokenizer, prompt: str, completion: str, max_length: int) -> dict[str, list[int]]:
+    """input_ids/labels for one example; the prompt is cut from the left to fit, never the target."""
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    target = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        target = target + [tokenizer.eos_token_id]
+    target = target[:max_length]
+    room = max_length - len(target)
+    if len(prompt_ids) > room:
+        prompt_ids = prompt_ids[len(prompt_ids) - room:] if room > 0 else []
+    return {"input_ids": prompt_ids + target, "labels": [IGNORE] * len(prompt_ids) + target}
+
+
+def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids/attention_mask/labels [B, T]."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, :n] = torch.tensor(e["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTSettings:
+    lr: float = 1e-3
+    batch_size: int = 8
+    epochs: float = 1.0
+    max_steps: int | None = None
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 50
+    checkpoint_every: int = 100
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over completion tokens (labels != IGNORE)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    shift_logits = logits[:, :-1].float()  # [B, T-1, V]
+    shift_labels = batch["labels"][:, 1:]  # [B, T-1]
+    return torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                             shift_labels.reshape(-1), ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: Sequence[dict], pad_id: int, batch_size: int) -> float | None:
+    if not examples:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i:i + batch_size], pad_id)
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        total += float(completion_loss(model, batch)) * n
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Sequence[dict],
+          settings: SFTSettings, *, checkpoint_dir: Path | None = None, resume: bool = False,
+          progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+    """Train in place; returns metrics {train/loss (last), eval/loss, steps, curve, seconds}.
+
+    Checkpoints (model + optimizer + step + RNG) go to `checkpoint_dir/last` every
+    `checkpoint_every` steps; `resume=True` continues from there with the same batch order.
+    """
+    if not train_examples:
+        raise ValueError("no training examples")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    steps_per_epoch = math.ceil(len(train_examples) / settings.batch_size)
+    total = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _schedule(s, total, min(settings.warmup_steps, total // 10 + 1)))
+    order = _batch_order(len(train_examples), settings.batch_size, total, settings.seed)
+    start, curve = 0, []
+    if resume and checkpoint_dir is not None and (checkpoint_dir / "last").is_dir():
+        start, curve = _load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler)
+    model.train()
+    t0 = time.perf_counter()
+    eval_loss = None
+    for step in range(start, total):
+        batch = collate([train_examples[i] for i in order[step]], pad_id)
+        loss = completion_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        point = {"step": step + 1, "train/loss": loss.detach().item(), "lr": scheduler.get_last_lr()[0]}
+        if settings.eval_every and ((step + 1) % settings.eval_every == 0 or step + 1 == total):
+            eval_loss = evaluate_loss(model, eval_examples, pad_id, settings.batch_size)
+            point["eval/loss"] = eval_loss
+        curve.append(point)
+        if progress is not None:
+            progress(step + 1, total, point)
+        if checkpoint_dir is not None and settings.checkpoint_every and \
+                (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
+            _save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, step + 1, curve)
+    return {
+        "train/loss": curve[-1]["train/loss"] if curve else None,
+        "eval/loss": eval_loss,
+        "steps": total,
+        "examples": len(train_examples),
+        "eval_examples": len(eval_examples),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "curve": curve,
+    }
+
+
+def _batch_order(n: int, batch_size: int, total: int, seed: int) -> list[list[int]]:
+    """The batches of every step, fixed up front so that a resumed run sees the same data."""
+    rng = random.Random(seed)
+    batches: list[list[int]] = []
+    while len(batches) < total:
+        perm = list(range(n))
+        rng.shuffle(perm)
+        batches.extend(perm[i:i + batch_size] for i in range(0, n, batch_size))
+    return batches[:total]
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, curve: list) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               tmp / "optim.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "curve": curve}))
+    if path.exists():
+        import shutil
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list]:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    optim = torch.load(path / "optim.pt", weights_only=True)
+    optimizer.load_state_dict(optim["optimizer"])
+    scheduler.load_state_dict(optim["scheduler"])
+    state = json.loads((path / "state.json").read_text())
+    return int(state["step"]), list(state["curve"])

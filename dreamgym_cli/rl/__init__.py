@@ -1,0 +1,1 @@
+"""Policy learning: agent prompt, advantages and losses (pure functions), rollout and training."""

@@ -1,0 +1,1 @@
+"""One module per CLI command: `run(config)` does the work, `render(result)` shows it."""

@@ -1,0 +1,280 @@
+"""`dreamgym ingest FILES... --store S`: validate trajectory files, then append them to a store.
+
+Two phases, so that bad input never changes the store:
+
+1. **Validate** every record of every file (canonical, HF datasets, AgentGym; see
+   `trajectory_formats.py`), check tasks against the store and each other, drop episodes seen
+   earlier in this run, and spool the normalised rows as Arrow batches in a temporary directory.
+   The first bad record raises `InputError` (file, line, field) before anything is written.
+2. **Commit** the batches one by one (`ReplayStore.append_arrow`, each atomic, ~`batch_steps`
+   transitions). A process killed here leaves only complete, committed batches; running the same
+   ingest again skips what is stored (dedup by episode id / content hash) and adds the rest.
+
+Each run appends a record to `S/manifests/ingest-<utc>.json` with the manifest fields of
+`artifacts.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dreamgym_cli import artifacts
+from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.errors import InputError, unknown_name
+from dreamgym_cli.schema import SOURCES, rows_to_table
+from dreamgym_cli.store import AppendResult, ReplayStore
+from dreamgym_cli.store.segments import MANIFEST_DIR, is_blank
+from dreamgym_cli.trajectory_formats import FORMATS, detect_format, read_records
+
+_TASK_CONTENT = ("env", "instruction", "spec", "split", "origin", "parent_id", "generation")
+_SPOOL_TABLES = ("tasks", "episodes", "steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    files: tuple[Path, ...] = option(help="Trajectory files: canonical JSONL/Parquet, HF datasets "
+                                     "(save_to_disk dirs, parquet/json files), AgentGym JSON.")
+    store: Path = option(help="Replay store directory (created if missing).")
+    format: str = option("auto", help="Input format: auto, canonical, hf or agentgym.")
+    env: str | None = option(None, help="Env name for records that carry none (AgentGym: taken "
+                             "from item_id when absent).")
+    source: str | None = option(None, help="Source (real/synthetic) for records that carry none.")
+    embed: bool = option(False, help="Embed the new transitions for retrieval now.")
+    batch_steps: int = option(50_000, help="Transitions per commit: a crash loses at most the "
+                              "batch being written.")
+
+
+@dataclasses.dataclass
+class _FileTally:
+    path: Path
+    format: str
+    sha256: str
+    episodes_read: int = 0
+    steps_read: int = 0
+    rejected: int = 0
+    rejected_reasons: list[str] = dataclasses.field(default_factory=list)
+    duplicate_in_run: int = 0
+    result: AppendResult = dataclasses.field(default_factory=AppendResult)
+
+    def report(self) -> dict[str, Any]:
+        return {"file": str(self.path), "format": self.format, "episodes_read": self.episodes_read,
+                "steps_read": self.steps_read, "episodes_added": self.result.episodes_added,
+                "steps_added": self.result.steps_added, "tasks_added": self.result.tasks_added,
+                "episodes_duplicate": self.result.episodes_duplicate + self.duplicate_in_run,
+                "rejected": self.rejected, "rejected_reasons": self.rejected_reasons[:10]}
+
+
+def run(config: IngestConfig) -> dict[str, Any]:
+    """Validate all inputs, then commit them to the store in batches; returns the report."""
+    started = datetime.now(timezone.utc)
+    _check_config(config)
+    store = _open_existing(config.store)
+    tallies = [_FileTally(Path(p), detect_format(Path(p), config.format), "") for p in config.files]
+    for tally in tallies:
+        tally.sha256 = artifacts.content_hash(tally.path)
+    stored_tasks = {} if store is None else {
+        r["task_id"]: tuple(r[k] for k in _TASK_CONTENT) for r in store.read_table("tasks").to_pylist()}
+    with tempfile.TemporaryDirectory(prefix="dreamgym-ingest-") as spool, _progress() as progress:
+        batches = _validate_and_spool(tallies, config, stored_tasks, Path(spool), progress)
+        store = store or ReplayStore.open(config.store, create=True)
+        _commit(store, batches, tallies, progress)
+    report = _report(store, tallies)
+    if config.embed:
+        report["embed"] = store.embed()
+    report["manifest"] = str(_write_manifest(store, config, tallies, report, started))
+    return report
+
+
+def _check_config(config: IngestConfig) -> None:
+    if not config.files:
+        raise InputError("no input files given", field="files")
+    if config.format not in FORMATS:
+        raise unknown_name("format", config.format, FORMATS, field="format")
+    if config.source is not None and config.source not in SOURCES:
+        raise unknown_name("source", config.source, SOURCES, field="source")
+    if config.batch_steps < 1:
+        raise InputError(f"expected a positive number, got {config.batch_steps}",
+                         field="batch_steps")
+
+
+def _open_existing(path: Path) -> ReplayStore | None:
+    """The store if it exists (checked: schema, not-a-store dirs); None when it is to be made."""
+    return None if is_blank(path) else ReplayStore.open(path)
+
+
+def _progress() -> Progress:
+    console = Console(stderr=True)
+    # Off when stderr is not a terminal: a log file gets the one-line outcome, not bar frames.
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True,
+                    disable=not console.is_terminal)
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 1: validate and spool
+
+
+class _Spool:
+    """Validated rows, flushed to Arrow IPC files of about `batch_steps` transitions each."""
+
+    def __init__(self, root: Path, batch_steps: int):
+        self.root, self.batch_steps = root, batch_steps
+        self.rows: dict[str, list[dict]] = {t: [] for t in _SPOOL_TABLES}
+        self.batches: list[tuple[int, Path, int]] = []  # (file index, batch dir, steps)
+
+    def add_task(self, task: dict) -> None:
+        self.rows["tasks"].append(task)
+
+    def add_episode(self, file_index: int, episode: dict, steps: list[dict]) -> None:
+        self.rows["episodes"].append(episode)
+        self.rows["steps"].extend(steps)
+        if len(self.rows["steps"]) >= self.batch_steps:
+            self.flush(file_index)
+
+    def flush(self, file_index: int) -> None:
+        if not self.rows["episodes"] and not self.rows["tasks"]:
+            return
+        batch_dir = self.root / f"batch-{len(self.batches):06d}"
+        batch_dir.mkdir()
+        for name, rows in self.rows.items():
+            table = rows_to_table(name, rows)
+            with pa.OSFile(str(batch_dir / f"{name}.arrow"), "wb") as sink, \
+                    pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+        self.batches.append((file_index, batch_dir, len(self.rows["steps"])))
+        self.rows = {t: [] for t in _SPOOL_TABLES}
+
+
+def _validate_and_spool(tallies: list[_FileTally], config: IngestConfig,
+                        stored_tasks: dict[str, tuple], spool_dir: Path,
+                        progress: Progress) -> list[tuple[int, Path, int]]:
+    spool = _Spool(spool_dir, config.batch_steps)
+    task_origin: dict[str, tuple[tuple, str]] = {}  # task_id -> (content, "file:line")
+    seen_ids: set[str] = set()
+    seen_hashes: set[str] = set()
+    for index, tally in enumerate(tallies):
+        bar = progress.add_task(f"checking {tally.path.name}", total=None)
+        for rec in read_records(tally.path, tally.format, env=config.env, source=config.source):
+            if rec.rejected is not None:
+                tally.rejected += 1
+                tally.rejected_reasons.append(f"line {rec.line}: {rec.rejected}")
+                continue
+            tally.episodes_read += 1
+            tally.steps_read += len(rec.steps)
+            if _check_task(rec.task, stored_tasks, task_origin, tally.path, rec.line):
+                spool.add_task(rec.task)
+            eid, ehash = rec.episode["episode_id"], rec.episode["content_hash"]
+            if eid in seen_ids or ehash in seen_hashes:
+                tally.duplicate_in_run += 1  # e.g. the same file given twice
+                continue
+            seen_ids.add(eid)
+            seen_hashes.add(ehash)
+            spool.add_episode(index, rec.episode, rec.steps)
+            if tally.episodes_read % 256 == 0:
+                progress.update(bar, completed=tally.episodes_read)
+        spool.flush(index)
+        progress.remove_task(bar)
+    return spool.batches
+
+
+def _check_task(task: dict, stored: dict[str, tuple], seen: dict[str, tuple[tuple, str]],
+                path: Path, line: int) -> bool:
+    """True when `task` is new to the store and this run; InputError when its id clashes."""
+    content = tuple(task[k] for k in _TASK_CONTENT)
+    task_id = task["task_id"]
+    previous = stored.get(task_id)
+    where = "the store"
+    if previous is None and task_id in seen:
+        previous, where = seen[task_id]
+    if previous is None:
+        seen[task_id] = (content, f"{path}:{line}")
+        return True
+    if previous != content:
+        field = next(k for k, a, b in zip(_TASK_CONTENT, previous, content) if a != b)
+        raise InputError(f"task {task_id!r} differs from the task with that id in {where} (in "
+                         f"its {field}); give a changed task a new task_id", file=path, line=line,
+                         field=f"task.{field}")
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 2: commit
+
+
+def _commit(store: ReplayStore, batches: list[tuple[int, Path, int]], tallies: list[_FileTally],
+            progress: Progress) -> None:
+    bar = progress.add_task(f"storing into {store.path}", total=sum(n for _, _, n in batches))
+    for file_index, batch_dir, n_steps in batches:
+        tables = {}
+        for name in _SPOOL_TABLES:
+            with pa.memory_map(str(batch_dir / f"{name}.arrow")) as source:
+                tables[name] = pa.ipc.open_file(source).read_all()
+        result = store.append_arrow(tables["tasks"], tables["episodes"], tables["steps"])
+        tallies[file_index].result += result
+        progress.advance(bar, n_steps)
+    progress.remove_task(bar)
+
+
+def _report(store: ReplayStore, tallies: list[_FileTally]) -> dict[str, Any]:
+    files = [t.report() for t in tallies]
+    keys = ("episodes_read", "steps_read", "episodes_added", "steps_added", "tasks_added",
+            "episodes_duplicate", "rejected")
+    return {"store": str(store.path), "files": files,
+            "totals": {k: sum(f[k] for f in files) for k in keys}}
+
+
+def _write_manifest(store: ReplayStore, config: IngestConfig, tallies: list[_FileTally],
+                    report: dict[str, Any], started: datetime) -> Path:
+    finished = datetime.now(timezone.utc)
+    manifest = {
+        "stage": "ingest",
+        "config": to_dict(config),
+        "inputs": {"files": [{"path": str(t.path.resolve()), "sha256": t.sha256,
+                              "format": t.format} for t in tallies]},
+        "outputs": [str(store.path)],
+        "metrics": report["totals"],
+        "versions": artifacts.package_versions(),
+        "git_revision": artifacts.git_revision(),
+        "command": sys.argv,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+    }
+    directory = store.path / MANIFEST_DIR
+    directory.mkdir(exist_ok=True)
+    path = directory / f"ingest-{finished.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
+    artifacts.write_atomic(path, json.dumps(manifest, indent=2, default=str) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render(result: dict[str, Any]) -> None:
+    console = Console()
+    table = Table("file", "format", "episodes", "steps", "added", "duplicate", "rejected",
+                  title=f"ingested into {escape(result['store'])}")
+    for f in result["files"]:
+        table.add_row(escape(Path(f["file"]).name), f["format"], str(f["episodes_read"]),
+                      str(f["steps_read"]), f"{f['episodes_added']} ep / {f['steps_added']} steps",
+                      str(f["episodes_duplicate"]), str(f["rejected"]))
+    console.print(table)
+    for f in result["files"]:
+        for reason in f["rejected_reasons"]:
+            console.print(f"[yellow]rejected[/] {escape(Path(f['file']).name)} {escape(reason)}")
+    t = result["totals"]
+    console.print(f"{t['episodes_added']} episodes ({t['steps_added']} transitions, "
+                  f"{t['tasks_added']} tasks) added; {t['episodes_duplicate']} duplicates skipped;"
+                  f" {t['rejected']} rejected")

@@ -1,0 +1,164 @@
+"""`dreamgym tasks make`: generate tasks for a real env and write a task file.
+
+TextWorld games are generated offline and cached by challenge + settings + seed (see
+`envs.textworld_games`), so a second `tasks make` over the same seeds generates nothing. The task
+file is a stage artifact (`<out>.manifest.json` beside it): an unchanged re-run is skipped.
+
+    dreamgym tasks make --env textworld --challenge tw-simple --seeds 1-3 --split test \
+        --out T.parquet
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from dreamgym_cli import artifacts
+from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.errors import InputError, unknown_name
+from dreamgym_cli.schema import SPLITS, Task
+
+TASK_ENVS = ("textworld",)  # envs that can make tasks today (miniwob & co. arrive with issue 7)
+MAX_SEEDS = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class MakeConfig:
+    env: str = option(help="Environment to make tasks for (textworld).")
+    out: Path = option(help="Task file to write (.parquet or .jsonl).")
+    seeds: str = option("1-10", help="Seeds, e.g. '1-40' or '1,2,5-9'; one task per seed.")
+    split: str = option("train", help="Split recorded on every task: train, valid or test.")
+    challenge: str | None = option(None, help="TextWorld challenge: tw-simple (default), "
+                                   "tw-coin_collector, tw-treasure_hunter, tw-cooking.")
+    settings: str | None = option(None, help="Challenge settings, e.g. "
+                                  "'rewards=dense,goal=detailed' or 'level=5' or 'cook,cut'.")
+    suite: str | None = option(None, help="Comma-separated task names (miniwob, ...).")
+    max_steps: int | None = option(None, help="Step limit recorded in each task spec "
+                                   "(default: per challenge, 50 for tw-simple).")
+    data_dir: Path | None = option(None, help="Where generated games are cached "
+                                   "(default: $DREAMGYM_HOME/games).")
+    force: bool = option(False, help="Redo even if the task file is up to date.")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1-40' or '1,2,5-9' -> sorted unique seeds; InputError on anything else."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("expected seeds like '1-40' or '1,2,5-9', got nothing", field="seeds")
+    seeds: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not match:
+            raise InputError(f"expected seeds like '1-40' or '1,2,5-9', got {text!r} "
+                             f"(bad part {part!r})", field="seeds")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) else first
+        if last < first:
+            raise InputError(f"seed range {part!r} runs backwards", field="seeds")
+        if last > 2**31 - 1 or len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise InputError(f"too many or too large seeds in {text!r} (at most {MAX_SEEDS} "
+                             "seeds, each below 2^31)", field="seeds")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)
+
+
+def _check_config(config: MakeConfig) -> None:
+    if config.env not in TASK_ENVS:
+        raise unknown_name("environment for `tasks make`", config.env, TASK_ENVS, field="env")
+    if config.split not in SPLITS:
+        raise InputError(f"expected one of {', '.join(SPLITS)}, got {config.split!r}",
+                         field="split")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise InputError(f"expected a step limit >= 1, got {config.max_steps}", field="max_steps")
+    if Path(config.out).suffix not in (".parquet", ".jsonl"):
+        raise InputError("expected a task file ending in .parquet or .jsonl", file=config.out,
+                         field="out")
+    if Path(config.out).is_dir():
+        raise InputError("is a directory, expected a task file path", file=config.out)
+
+
+def make(config: MakeConfig) -> dict[str, Any]:
+    """Generate (or reuse) the games and write the task file; a JSON-ready summary."""
+    _check_config(config)
+    start = time.perf_counter()
+    if config.suite:
+        raise InputError("--suite is for suite-based envs (miniwob, ...); TextWorld uses "
+                         "--challenge and --settings", field="suite")
+    from dreamgym_cli.envs.textworld_games import (
+        DEFAULT_MAX_STEPS, check_challenge, default_data_dir, normalize_settings, settings_key,
+    )
+
+    challenge = check_challenge(config.challenge or "tw-simple")
+    settings = normalize_settings(challenge, config.settings)
+    seeds = parse_seeds(config.seeds)
+    data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
+    resolved = dict(to_dict(config), challenge=challenge, settings=settings,
+                    max_steps=config.max_steps or DEFAULT_MAX_STEPS[challenge],
+                    data_dir=str(data_dir))
+    key_config = {k: v for k, v in resolved.items() if k != "force"}
+    summary = {"out": str(config.out), "env": config.env, "challenge": challenge,
+               "settings": settings, "settings_key": settings_key(challenge, settings),
+               "split": config.split, "data_dir": str(data_dir)}
+    with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
+                               force=config.force, fingerprint_config=key_config) as run:
+        if run.up_to_date:
+            metrics = run.previous.get("metrics", {})
+            return {**summary, **metrics, "generated": 0, "cached": metrics.get("count", 0),
+                    "skipped": True, "seconds": round(time.perf_counter() - start, 3)}
+        tasks, generated = _textworld_tasks(challenge, settings, seeds, config.split,
+                                            resolved["max_steps"], data_dir)
+        from dreamgym_cli.trajectories import write_tasks
+
+        write_tasks(run.tmp, tasks)
+        metrics = {"count": len(tasks), "generated": generated, "cached": len(tasks) - generated}
+        run.commit(metrics=metrics)
+    return {**summary, **metrics, "skipped": False,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _textworld_tasks(challenge: str, settings: dict[str, Any], seeds: list[int], split: str,
+                     max_steps: int, data_dir: Path) -> tuple[list[Task], int]:
+    from dreamgym_cli.envs.textworld import task_instruction
+    from dreamgym_cli.envs.textworld_games import ensure_game, settings_key
+
+    key = settings_key(challenge, settings)
+    tasks, generated = [], 0
+    with stderr_progress(f"{challenge} games", total=len(seeds)) as advance:
+        for seed in seeds:
+            rel, made = ensure_game(data_dir, challenge, settings, seed)
+            generated += made
+            spec = {"challenge": challenge, "settings": settings, "seed": seed, "game": rel,
+                    "max_steps": max_steps}
+            tasks.append(Task(task_id=f"{challenge}/{key}/seed-{seed}", env="textworld",
+                              instruction=task_instruction(data_dir, rel), spec=spec,
+                              split=split))
+            advance()
+    return tasks, generated
+
+
+@contextlib.contextmanager
+def stderr_progress(description: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+    """A transient rich progress bar on stderr (stdout stays clean for --json); yields advance()."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task(description, total=total)
+        yield lambda: progress.advance(bar)
+
+
+def render_make(result: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    verb = "up to date" if result.get("skipped") else "wrote"
+    Console().print(
+        f"{verb} [bold]{result['out']}[/]: {result['count']} {result['env']} tasks "
+        f"({result['challenge']}, {result['settings_key']}, split {result['split']}); "
+        f"games generated {result['generated']}, cached {result['cached']} "
+        f"in {result['seconds']:.1f}s", highlight=False)

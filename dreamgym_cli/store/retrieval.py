@@ -1,0 +1,279 @@
+"""Embeddings of a store's transitions and top-k retrieval over them (`ReplayStore.embed/retrieve`).
+
+    n = store.embed()                       # embed steps not yet embedded (incremental)
+    hits = store.retrieve([{"instruction": ..., "state": ..., "action": ...}], k=5, env="textworld")
+
+Embeddings live beside the steps as the extra table `embeddings` (content_hash, embedder,
+vector float32[384]): one row per distinct transition content and embedder, so identical
+transitions recorded by two episodes share a vector. The index over them lives in
+`S/index/<embedder slug>/`: a `VectorIndex` (see index.py) whose ids are positions in `keys.npy`,
+the content hashes in the order the embeddings table holds them. The index is valid while its keys
+are a prefix of that order; it is then extended with the rest, otherwise rebuilt.
+
+A retrieved transition is one step with that content (the first by episode_id, t that passes the
+filters), with its `score` (cosine similarity to the query).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dreamgym_cli.errors import InputError
+from dreamgym_cli.store.embed import DIM, Embedder, embedder_slug, get_embedder, transition_text
+from dreamgym_cli.store.index import IndexMismatch, VectorIndex
+
+TABLE = "embeddings"
+EMBED_CHUNK = 8192  # vectors committed per segment: an interrupted embed keeps what it finished
+STEP_FIELDS = ("episode_id", "t", "task_id", "env", "source", "state", "action", "next_state",
+               "reward", "done", "success", "reasoning", "content_hash")
+QUERY_FIELDS = ("instruction", "state", "action")
+
+# (store path, embedder id) -> (catalog generation, VectorIndex, keys): the index stays in memory
+# between calls in one process; a new catalog generation triggers an incremental sync.
+_LOADED: dict[tuple[str, str], tuple[int, VectorIndex, np.ndarray]] = {}
+
+
+def index_dir(store, embedder_id: str) -> Path:
+    return Path(store.path) / "index" / embedder_slug(embedder_id)
+
+
+def embeddings_table(hashes: Sequence[str], embedder_id: str, vectors: np.ndarray) -> pa.Table:
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.table({"content_hash": pa.array(list(hashes), pa.string()),
+                     "embedder": pa.array([embedder_id] * len(hashes), pa.string()),
+                     "vector": pa.FixedSizeListArray.from_arrays(flat, DIM)})
+
+
+# ------------------------------------------------------------------------------------------
+# Embedding
+
+
+def pending_transitions(store, embedder_id: str) -> pa.Table:
+    """content_hash, instruction, state, action of distinct steps with no embedding for embedder_id."""
+    already = ("AND s.content_hash NOT IN (SELECT content_hash FROM embeddings WHERE embedder = $e)"
+               if TABLE in store.tables() else "")
+    con = store.connect(read_only=True)
+    try:
+        return con.execute(
+            "SELECT s.content_hash, any_value(coalesce(k.instruction, '')) AS instruction, "
+            "any_value(s.state) AS state, any_value(s.action) AS action, "
+            "min(s.episode_id) AS first_episode, min(s.t) AS first_t "
+            "FROM steps s LEFT JOIN tasks k ON k.task_id = s.task_id "
+            f"WHERE true {already} GROUP BY s.content_hash ORDER BY first_episode, first_t, "
+            "s.content_hash", {"e": embedder_id} if already else {}).to_arrow_table()
+    finally:
+        con.close()
+
+
+def embed_pending(store, batch_size: int = 64, progress: bool = True,
+                  embedder: Embedder | None = None) -> int:
+    """Embed the steps without an embedding for this embedder, extend the index; returns how many."""
+    with store.lock():
+        embedder_id = (embedder.embedder_id if embedder is not None else _embedder_id())
+        pending = pending_transitions(store, embedder_id)
+        if pending.num_rows:
+            embedder = embedder or get_embedder()
+            _embed_in_chunks(store, embedder, pending, batch_size, progress)
+        sync_index(store, embedder_id, progress=progress)
+    return pending.num_rows
+
+
+def _embed_in_chunks(store, embedder: Embedder, pending: pa.Table, batch_size: int,
+                     progress: bool) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("embedding transitions"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        job = bar.add_task("embed", total=pending.num_rows)
+        for start in range(0, pending.num_rows, EMBED_CHUNK):
+            chunk = pending.slice(start, EMBED_CHUNK).to_pydict()
+            texts = [transition_text(i, s, a) for i, s, a in
+                     zip(chunk["instruction"], chunk["state"], chunk["action"])]
+            vectors = embedder.encode(texts, batch_size=batch_size,
+                                      on_batch=lambda n: bar.advance(job, n))
+            store.append_table(TABLE, embeddings_table(chunk["content_hash"],
+                                                       embedder.embedder_id, vectors))
+
+
+def _embedder_id() -> str:
+    from dreamgym_cli.store.embed import default_embedder_id
+
+    return default_embedder_id()  # without loading the model: nothing may need embedding
+
+
+# ------------------------------------------------------------------------------------------
+# The index: load, check against the embeddings table, extend or rebuild, save
+
+
+def _embedded_segments(store, embedder_id: str):
+    """(segment file, row mask for embedder_id, content hashes of those rows) oldest first."""
+    for path in store.segments(TABLE) if TABLE in store.tables() else []:
+        cols = pq.read_table(path, columns=["content_hash", "embedder"])
+        mask = np.asarray(cols.column("embedder").to_numpy(zero_copy_only=False) == embedder_id)
+        hashes = np.asarray(cols.column("content_hash").to_pylist(), dtype="S")[mask]
+        yield path, mask, hashes
+
+
+def _vectors_of(path: Path, mask: np.ndarray, skip: int) -> np.ndarray:
+    column = pq.read_table(path, columns=["vector"]).column("vector").combine_chunks()
+    flat = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(-1, DIM)[mask][skip:]
+
+
+def sync_index(store, embedder_id: str, progress: bool = False) -> tuple[VectorIndex, np.ndarray]:
+    """The index over all embeddings of embedder_id, extended (or rebuilt) and saved as needed."""
+    key = (str(Path(store.path).resolve()), embedder_id)
+    generation = store.catalog()["generation"]
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == generation:
+        return cached[1], cached[2]
+    directory = index_dir(store, embedder_id)
+    index, keys = cached[1:] if cached is not None else _load(directory, embedder_id)
+    segments = list(_embedded_segments(store, embedder_id))
+    all_keys = (np.concatenate([h for _, _, h in segments]) if segments
+                else np.empty(0, dtype="S32"))
+    if len(keys) > len(all_keys) or not np.array_equal(all_keys[:len(keys)], keys):
+        index, keys = VectorIndex(DIM, embedder=embedder_id), np.empty(0, dtype="S32")  # rebuild
+    if len(all_keys) > len(keys):
+        _extend(index, segments, len(keys), progress)
+        keys = all_keys
+        with store.lock():
+            _save(directory, index, keys)
+    _LOADED[key] = (generation, index, keys)
+    return index, keys
+
+
+def _extend(index: VectorIndex, segments, have: int, progress: bool) -> None:
+    seen = 0
+    for path, mask, hashes in segments:
+        if seen + len(hashes) > have:
+            skip = max(0, have - seen)
+            vectors = _vectors_of(path, mask, skip)
+            index.add(np.arange(seen + skip, seen + len(hashes), dtype=np.int64), vectors)
+        seen += len(hashes)
+    if progress and index.approximate:
+        print(f"index: {len(index):,} vectors (HNSW)", file=sys.stderr)
+
+
+def _load(directory: Path, embedder_id: str) -> tuple[VectorIndex, np.ndarray]:
+    try:
+        index = VectorIndex.load(directory, embedder=embedder_id, dim=DIM)
+        keys = np.load(directory / "keys.npy", allow_pickle=False)
+        if len(keys) != len(index):
+            raise IndexMismatch("keys and index disagree")
+        return index, keys
+    except (IndexMismatch, OSError, ValueError):
+        return VectorIndex(DIM, embedder=embedder_id), np.empty(0, dtype="S32")
+
+
+def _save(directory: Path, index: VectorIndex, keys: np.ndarray) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".keys.npy.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.save(f, keys, allow_pickle=False)
+    os.replace(tmp, directory / "keys.npy")
+    index.save(directory)  # header last: load() checks the counts of both
+
+
+# ------------------------------------------------------------------------------------------
+# Retrieval
+
+
+def query_vectors(queries) -> np.ndarray:
+    """[n, 384] float32 from query dicts (embedded in one batch) or precomputed vectors."""
+    if not isinstance(queries, np.ndarray):
+        queries = list(queries)
+        if queries and all(isinstance(q, dict) for q in queries):
+            texts = [transition_text(*(_query_field(q, i, f) for f in QUERY_FIELDS))
+                     for i, q in enumerate(queries)]
+            return get_embedder().encode(texts)
+    try:
+        vectors = np.asarray(queries, dtype=np.float32).reshape(-1 if len(queries) else 0, DIM)
+    except (TypeError, ValueError):
+        raise InputError(f"expected query dicts with {', '.join(QUERY_FIELDS)} or vectors of "
+                         f"dim {DIM}", field="queries") from None
+    if not np.isfinite(vectors).all():
+        raise InputError("query vectors must be finite", field="queries")
+    return vectors
+
+
+def _query_field(query: dict, i: int, name: str) -> str:
+    value = query.get(name)
+    if not isinstance(value, str):
+        raise InputError(f"expected a string, got {type(value).__name__}",
+                         field=f"queries[{i}].{name}")
+    return value
+
+
+def retrieve(store, queries, k: int = 5, env: str | None = None,
+             exclude_episodes: Sequence[str] | None = None,
+             progress: bool = False) -> list[list[dict[str, Any]]]:
+    """Per query, the k most similar stored transitions (step fields + score), best first."""
+    embedder_id = _embedder_id()
+    if store.catalog()["generation"] != _LOADED.get(_key(store, embedder_id), (None,))[0]:
+        embed_pending(store, progress=progress)  # a fresh or grown store just works
+    index, keys = sync_index(store, embedder_id)
+    vectors = query_vectors(queries)
+    if len(vectors) == 0 or k <= 0 or len(index) == 0:
+        return [[] for _ in range(len(vectors))]
+    excluded = sorted(set(exclude_episodes or ()))
+    fetch = min(len(index), k if env is None and not excluded else 4 * k + len(excluded))
+    while True:
+        ids, scores = index.search(vectors, fetch)
+        results = _resolve(store, keys, ids, scores, k, env, excluded)
+        if fetch >= len(index) or all(len(r) == k for r in results):
+            return results
+        fetch = min(len(index), fetch * 4)  # filters removed too many: widen the net
+
+
+def _key(store, embedder_id: str) -> tuple[str, str]:
+    return (str(Path(store.path).resolve()), embedder_id)
+
+
+def _resolve(store, keys: np.ndarray, ids: np.ndarray, scores: np.ndarray, k: int,
+             env: str | None, excluded: list[str]) -> list[list[dict[str, Any]]]:
+    """Candidate ids → the first k whose content has a step passing the filters, as dicts."""
+    hits = np.unique(keys[ids[ids >= 0]])
+    rows = _step_rows(store, [h.decode() for h in hits], env, excluded)
+    results = []
+    for id_row, score_row in zip(ids, scores):
+        found = []
+        for i, score in zip(id_row, score_row):
+            row = rows.get(keys[i].decode()) if i >= 0 else None
+            if row is not None:
+                found.append({**row, "score": float(score)})
+                if len(found) == k:
+                    break
+        results.append(found)
+    return results
+
+
+def _step_rows(store, hashes: list[str], env: str | None,
+               excluded: list[str]) -> dict[str, dict[str, Any]]:
+    """content_hash -> the first step (by episode_id, t) with that content passing the filters."""
+    con = store.connect(read_only=True)
+    try:
+        con.register("hits", pa.table({"content_hash": pa.array(hashes, pa.string())}))
+        con.register("excluded", pa.table({"episode_id": pa.array(excluded, pa.string())}))
+        env_cond = "AND s.env = $env" if env is not None else ""
+        table = con.execute(
+            f"SELECT {', '.join('s.' + f for f in STEP_FIELDS)} FROM steps s "
+            "SEMI JOIN hits h ON s.content_hash = h.content_hash "
+            f"ANTI JOIN excluded x ON s.episode_id = x.episode_id WHERE true {env_cond} "
+            "ORDER BY s.episode_id, s.t", {"env": env} if env is not None else {}).to_arrow_table()
+    finally:
+        con.close()
+    rows: dict[str, dict[str, Any]] = {}
+    for row in table.to_pylist():
+        rows.setdefault(row["content_hash"], row)
+    return rows
