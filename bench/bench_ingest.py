@@ -1,7 +1,7 @@
 """Ingest throughput (transitions/s) into a replay store, at 10K / 100K / 1M synthetic transitions.
 
     .venv/bin/python bench/bench_ingest.py                 # all sizes, both paths
-    .venv/bin/python bench/bench_ingest.py --sizes 10000 --embed
+    .venv/bin/python bench/bench_ingest.py --sizes 10000 --embed [--embed-size 10000]
 
 Paths measured (each run in its own process, so peak memory is per run):
 - `arrow`: `ReplayStore.append_arrow` with ready Arrow batches of 50K transitions (the store's
@@ -84,7 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--modes", default="arrow,jsonl")
-    parser.add_argument("--embed", action="store_true", help="also jsonl+embed at 10K")
+    parser.add_argument("--embed", action="store_true", help="also jsonl+embed")
+    parser.add_argument("--embed-size", type=int, default=10_000,
+                        help="transitions for the jsonl+embed run (CPU encoding is slow)")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -92,7 +94,7 @@ def main() -> None:
         return
     runs = [(m, int(n)) for n in args.sizes.split(",") for m in args.modes.split(",")]
     if args.embed:
-        runs.append(("jsonl+embed", 10_000))
+        runs.append(("jsonl+embed", args.embed_size))
     table = Table("path", "transitions", "seconds", "transitions/s", "peak RSS MB", "store MB",
                   title="dreamgym ingest throughput (target: >= 100K transitions/s, no embeddings)")
     for mode, n in runs:

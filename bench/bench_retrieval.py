@@ -241,6 +241,40 @@ def bench_embedder(n: int) -> dict:
             "sentences_per_s": round(n / secs, 1), "vectors": vectors, "texts_list": texts}
 
 
+def bench_store_retrieve(n_steps: int, repeats: int) -> dict:
+    """End to end `ReplayStore.retrieve` (index search + step lookup in DuckDB) on a store of
+    n_steps synthetic transitions whose embeddings are synthetic unit vectors (no model calls)."""
+    import tempfile
+
+    from dreamgym_cli.store import ReplayStore, retrieval, synthetic
+    from dreamgym_cli.store.embed import default_embedder_id
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ReplayStore.open(Path(tmp) / "S", create=True)
+        for tasks, episodes, steps in synthetic.arrow_batches(n_steps, batch_steps=50_000):
+            store.append_arrow(tasks, episodes, steps)
+        hashes = store.sql("SELECT DISTINCT content_hash FROM steps").column(0).to_pylist()
+        vectors, queries = clustered_unit_vectors(len(hashes), 64 * 20)
+        store.append_table("embeddings", retrieval.embeddings_table(
+            hashes, default_embedder_id(), vectors))
+        t0 = time.perf_counter()
+        index, _ = retrieval.sync_index(store, default_embedder_id())
+        build_s = time.perf_counter() - t0
+        out = {"steps": n_steps, "vectors": len(index), "approximate": index.approximate,
+               "index_build_s": round(build_s, 2)}
+        for batch in (1, 64):
+            store.retrieve(queries[:batch], k=K)  # warm-up
+            ms = []
+            for r in range(max(5, repeats // (10 if batch == 1 else 50))):
+                q = queries[(r * batch) % (len(queries) - batch + 1):][:batch]
+                t0 = time.perf_counter()
+                store.retrieve(q, k=K)
+                ms.append((time.perf_counter() - t0) * 1000)
+            out[f"b{batch}_p50_ms"] = round(float(np.percentile(ms, 50)), 2)
+            out[f"b{batch}_p99_ms"] = round(float(np.percentile(ms, 99)), 2)
+        return out
+
+
 def print_table(rows: list[dict]) -> None:
     head = ("data", "n", "lib", "ef", "build_s", "build_vps", "recall@10", "b1_p50_ms", "b1_p99_ms",
             "b1_speedup_vs_exact", "b64_p50_ms", "b64_p99_ms", "b64_speedup_vs_exact")
@@ -261,6 +295,8 @@ def main() -> None:
                         help="skip approximate libraries at sizes above this (time budget)")
     parser.add_argument("--real", action="store_true", help="also run 10K real embeddings")
     parser.add_argument("--embed", type=int, default=2000, help="texts for embedding throughput")
+    parser.add_argument("--store-steps", type=int, default=30_000,
+                        help="steps in the store for the end-to-end retrieve timing (0: skip)")
     args = parser.parse_args()
     libs = args.libs.split(",")
     rows = []
@@ -280,6 +316,9 @@ def main() -> None:
                            args.max_build)
         del data, queries
         gc.collect()
+    if args.store_steps:
+        e2e = bench_store_retrieve(args.store_steps, args.repeats)
+        print(f"store.retrieve end to end (k={K}, synthetic vectors): {json.dumps(e2e)}")
     print("\nSYNTHETIC = clustered unit vectors (dim 384), not real embeddings.\n")
     print_table(rows)
 

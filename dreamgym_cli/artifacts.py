@@ -64,8 +64,20 @@ def content_hash(path: str | Path) -> str:
             return recorded
     catalog = path / "catalog.json"
     if catalog.is_file():
-        return sha256_file(catalog)
+        return _store_hash(catalog)
     return _hash_tree(path)
+
+
+DERIVED_STORE_TABLES = ("embeddings",)  # caches rebuilt from the data: not part of its identity
+
+
+def _store_hash(catalog: Path) -> str:
+    """A replay store's identity: the content hashes of its data segments (not of caches)."""
+    data = json.loads(catalog.read_text())
+    tables = data.get("tables", {})
+    blob = {name: sorted(seg.get("sha256", seg.get("file")) for seg in segments)
+            for name, segments in tables.items() if name not in DERIVED_STORE_TABLES}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 def _hash_tree(root: Path, skip: tuple[str, ...] = (MANIFEST,)) -> str:

@@ -352,5 +352,137 @@ def eval_em(
     emit(result, as_json, stage.render)
 
 
+# ----------------------------------------------------------------------------------------------
+# train-agent / rollout / eval (the policy)
+
+_AGENT = "dreamgym_cli.stages.train_agent.TrainAgentConfig"
+
+
+def _rl_info(metrics: dict) -> str:
+    """Progress text: SFT's losses, or an RL iteration's success rate, KL and loss."""
+    from dreamgym_cli.ui import loss_info
+
+    parts = [f"{k.split('/')[-1]} {metrics[k]:.3g}" for k in
+             ("rollout/success_rate", "train/kl") if metrics.get(k) is not None]
+    return "  ".join(parts + [loss_info(metrics)])
+
+
+@app.command("train-agent")
+def train_agent(
+    algo: str = typer.Option("grpo", help=_help(_AGENT, "algo")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_AGENT, "out")),
+    store: Optional[Path] = typer.Option(None, help=_help(_AGENT, "store")),
+    base: Optional[str] = typer.Option(None, help=_help(_AGENT, "base")),
+    init: Optional[Path] = typer.Option(None, help=_help(_AGENT, "init")),
+    env: Optional[str] = typer.Option(None, help=_help(_AGENT, "env")),
+    tasks: Optional[Path] = typer.Option(None, help=_help(_AGENT, "tasks")),
+    iterations: Optional[int] = typer.Option(None, help=_help(_AGENT, "iterations")),
+    max_steps: Optional[int] = typer.Option(None, help=_help(_AGENT, "max_steps")),
+    epochs: Optional[float] = typer.Option(None, help=_help(_AGENT, "epochs")),
+    batch_size: Optional[int] = typer.Option(None, help=_help(_AGENT, "batch_size")),
+    sft_all: Optional[bool] = typer.Option(None, "--sft-all", help=_help(_AGENT, "sft_all")),
+    group_size: Optional[int] = typer.Option(None, help=_help(_AGENT, "group_size")),
+    batch_tasks: Optional[int] = typer.Option(None, help=_help(_AGENT, "batch_tasks")),
+    lr: Optional[float] = typer.Option(None, help=_help(_AGENT, "lr")),
+    kl_coef: Optional[float] = typer.Option(None, help=_help(_AGENT, "kl_coef")),
+    kl_estimator: Optional[str] = typer.Option(None, help=_help(_AGENT, "kl_estimator")),
+    ppo_epochs: Optional[int] = typer.Option(None, help=_help(_AGENT, "ppo_epochs")),
+    mini_batches: Optional[int] = typer.Option(None, help=_help(_AGENT, "mini_batches")),
+    entropy_coef: Optional[float] = typer.Option(None, help=_help(_AGENT, "entropy_coef")),
+    outcome: Optional[str] = typer.Option(None, help=_help(_AGENT, "outcome")),
+    max_steps_per_episode: Optional[int] = typer.Option(
+        None, help=_help(_AGENT, "max_steps_per_episode")),
+    max_real_steps: Optional[int] = typer.Option(None, help=_help(_AGENT, "max_real_steps")),
+    max_new_tokens: Optional[int] = typer.Option(None, help=_help(_AGENT, "max_new_tokens")),
+    think: Optional[bool] = typer.Option(None, "--think/--no-think", help=_help(_AGENT, "think")),
+    enrich: Optional[bool] = typer.Option(None, "--enrich/--no-enrich",
+                                          help=_help(_AGENT, "enrich")),
+    workers: Optional[int] = typer.Option(None, help=_help(_AGENT, "workers")),
+    full: Optional[bool] = typer.Option(None, "--full/--lora", help=_help(_AGENT, "full")),
+    seed: Optional[int] = typer.Option(None, help=_help(_AGENT, "seed")),
+    resume: bool = typer.Option(False, "--resume", help=_help(_AGENT, "resume")),
+    config: Optional[Path] = CONFIG_OPT,
+    force: bool = FORCE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train a policy: sft (behaviour cloning), grpo or ppo (in dream:EM or a real env)."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import train_agent as stage
+    from dreamgym_cli.ui import step_progress
+
+    c = cfg.build(stage.TrainAgentConfig, config, algo=algo, out=out_path, store=store,
+                  base=base, init=init, env=env, tasks=tasks, iterations=iterations,
+                  max_steps=max_steps, epochs=epochs, batch_size=batch_size, sft_all=sft_all,
+                  group_size=group_size, batch_tasks=batch_tasks, lr=lr, kl_coef=kl_coef,
+                  kl_estimator=kl_estimator, ppo_epochs=ppo_epochs, mini_batches=mini_batches,
+                  entropy_coef=entropy_coef, outcome=outcome,
+                  max_steps_per_episode=max_steps_per_episode, max_real_steps=max_real_steps,
+                  max_new_tokens=max_new_tokens, think=think, enrich=enrich, workers=workers,
+                  full=full, seed=seed, resume=resume or None, force=force or None)
+    with step_progress(f"train-agent ({c.algo})", fmt=_rl_info) as update:
+        result = stage.run(c, progress=update)
+    emit(result, as_json, _render_metrics("train-agent"))
+
+
+@app.command("rollout")
+def rollout(
+    policy: Path = typer.Option(..., help="Policy directory (from train-agent)."),
+    tasks: Path = typer.Option(..., help="Task file."),
+    store: Path = typer.Option(..., help="Replay store to append the episodes to."),
+    env: Optional[str] = typer.Option(None, help="dream:<EM dir> or a real env (default: the "
+                                      "tasks' env)."),
+    episodes_per_task: Optional[int] = typer.Option(None, help="Episodes per task (default 2)."),
+    max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default 8)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
+    workers: Optional[int] = typer.Option(None, help="Real env worker processes (0: in process)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
+    config: Optional[Path] = CONFIG_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Run a policy in an env and append its episodes to the replay store."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import rollout as stage
+    from dreamgym_cli.ui import step_progress
+
+    c = cfg.build(stage.RolloutConfig, config, policy=policy, tasks=tasks, store=store, env=env,
+                  episodes_per_task=episodes_per_task,
+                  max_steps_per_episode=max_steps_per_episode, temperature=temperature,
+                  workers=workers, seed=seed)
+    with step_progress("rollout (turns)") as update:
+        result = stage.run(c, progress=update)
+    emit(result, as_json, _render_metrics("rollout"))
+
+
+@app.command("eval")
+def eval_policy(
+    policy: Path = typer.Option(..., help="Policy directory (from train-agent)."),
+    tasks: Path = typer.Option(..., help="Held-out task file."),
+    out_path: Path = typer.Option(..., "--out", help="Report directory to write."),
+    env: Optional[str] = typer.Option(None, help="Real env (default: the tasks' env)."),
+    episodes_per_task: Optional[int] = typer.Option(None, help="Episodes per task (default 1)."),
+    greedy: Optional[bool] = typer.Option(None, "--greedy/--sample", help="Greedy decoding "
+                                          "(default) or sampling at temperature 1."),
+    max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default: the "
+                                                        "task's)."),
+    workers: Optional[int] = typer.Option(None, help="Real env worker processes (0: in process)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
+    config: Optional[Path] = CONFIG_OPT,
+    force: bool = FORCE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Success rate (95% Wilson CI), return, length and invalid actions in a real env."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import eval as stage
+    from dreamgym_cli.ui import step_progress
+
+    c = cfg.build(stage.EvalConfig, config, policy=policy, tasks=tasks, out=out_path, env=env,
+                  episodes_per_task=episodes_per_task, greedy=greedy,
+                  max_steps_per_episode=max_steps_per_episode, workers=workers, seed=seed,
+                  force=force or None)
+    with step_progress("eval (turns)") as update:
+        result = stage.run(c, progress=update)
+    emit(result, as_json, stage.render)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

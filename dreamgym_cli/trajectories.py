@@ -72,8 +72,8 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             if lineno == 1 and text.strip() == "[":
-                raise InputError("expected one JSON object per line, found a JSON list (for "
-                                 "AgentGym files use --format agentgym)", file=path, line=1)
+                raise InputError("expected one JSON object per line (JSONL), found the start "
+                                 "of a JSON list", file=path, line=1)
             try:
                 yield lineno, json.loads(text)
             except json.JSONDecodeError as e:

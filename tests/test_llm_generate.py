@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 
 import pytest
@@ -156,6 +157,25 @@ def test_tiny_top_p_is_greedy(backend):
     assert [r[0].token_ids for r in greedy] == [r[0].token_ids for r in nucleus]
 
 
+def test_a_lora_policy_in_train_mode_samples_without_dropout_and_exact_logprobs():
+    from dreamgym_cli.llm.models import LoraSettings, load_model
+
+    model, tokenizer = load_model("tiny:1m", texts=corpus(), lora=LoraSettings(r=2, dropout=0.5))
+    with torch.no_grad():  # lora_B starts at zero: give the adapter a visible effect
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    model.train()  # as a trainer leaves it between updates
+    backend = open_backend("transformers", model=model, tokenizer=tokenizer)
+    results = backend.generate(PROMPTS, GenerationParams(max_new_tokens=12, seed=0))
+    assert model.training
+    model.eval()
+    for completions in results:
+        c = completions[0]
+        expected = recomputed_logprobs(model, c.prompt_ids, c.token_ids)
+        assert max(abs(a - b) for a, b in zip(expected, c.logprobs)) < 1e-4
+
+
 def test_generation_restores_the_training_mode(tiny, backend):
     model, _ = tiny
     model.train()
@@ -187,16 +207,14 @@ def test_bad_params_and_backend_names_are_input_errors():
         GenerationParams(max_new_tokens=0)
     with pytest.raises(InputError, match="stop"):
         GenerationParams(stop=("",))
+    assert GenerationParams(stop="</action>").stop == ("</action>",)
+    assert GenerationParams(stop=["a", "b"]).stop == ("a", "b")
     with pytest.raises(InputError, match="did you mean 'openai'"):
         open_backend("opanai")
 
 
 def test_vllm_backend_without_vllm_says_how_to_install_it(tmp_path):
-    pytest.importorskip  # noqa: B018 - keep the import-based skip below explicit
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(InputError, match="setup_openai_test_server.sh"):
-            open_backend("vllm", model_dir=tmp_path)
-    else:
+    if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is importable here; the missing-package message cannot be shown")
+    with pytest.raises(InputError, match="setup_openai_test_server.sh"):
+        open_backend("vllm", model_dir=tmp_path)

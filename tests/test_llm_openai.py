@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dreamgym_cli.llm.backend_openai import BackendError, OpenAIBackend
-from dreamgym_cli.llm.generate import GenerationParams, open_backend
+from dreamgym_cli.llm.backend_openai import OpenAIBackend
+from dreamgym_cli.llm.generate import BackendError, GenerationParams, open_backend
 from dreamgym_cli.llm.models import save_model
 from dreamgym_cli.llm.tiny import build_tiny
 
@@ -176,3 +176,17 @@ def test_many_prompts_through_the_concurrency_limit_keep_their_order(served):
         backend.close()
     assert [r[0].prompt_ids for r in results] == [
         tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+@pytest.mark.slow
+def test_a_request_the_server_rejects_is_a_backend_error_and_keeps_the_extras(served):
+    url, _, _ = served
+    backend = OpenAIBackend(url, model="tiny")
+    try:
+        with pytest.raises(BackendError, match="HTTP 400"):  # longer than --max-model-len 512
+            backend.generate([[5] * 600], GenerationParams(max_new_tokens=4))
+        assert backend.server_extras  # a bad request says nothing about the server's fields
+        ok = backend.generate([[5] * 8], GenerationParams(max_new_tokens=4, temperature=0))
+    finally:
+        backend.close()
+    assert ok[0][0].has_token_ids

@@ -22,7 +22,8 @@ from dreamgym_cli.store import synthetic
 
 
 def records(n: int, steps: int = 3, start: int = 0, **kw):
-    return [validate_episode(synthetic.episode_object(i, steps, **kw)) for i in range(start, start + n)]
+    return [validate_episode(synthetic.episode_object(i, steps, **kw))
+            for i in range(start, start + n)]
 
 
 def append_records(store: ReplayStore, recs) -> AppendResult:
@@ -204,7 +205,8 @@ def test_second_writer_waits_then_fails_clearly(store):
         assert holder.stdout.readline().strip() == "held"
         other = ReplayStore.open(store.path, lock_timeout=0.3)
         started = time.monotonic()
-        with pytest.raises(StoreLockedError, match=rf"locked by another writer \(pid {holder.pid}\)"):
+        expected = rf"locked by another writer \(pid {holder.pid}\)"
+        with pytest.raises(StoreLockedError, match=expected):
             append_records(other, records(1))
         assert time.monotonic() - started >= 0.3
     finally:

@@ -123,7 +123,8 @@ class DreamEnv:
         })
         slot.state, slot.admissible, slot.done = p.next_state, admissible, bool(done)
         self.metrics["dream/steps"] += 1
-        info = {"valid": p.valid, "error": p.error, "truncated": truncated}
+        info = {"valid": p.valid, "error": p.error, "truncated": truncated,
+                "reasoning": p.reasoning}
         return StepResult(Observation(p.next_state, admissible, info), float(p.reward),
                           bool(done), success if done else None, info)
 
@@ -165,9 +166,9 @@ class DreamEnv:
         if k > 0 and self.store is not None:
             queries = [{"instruction": s.task.instruction, "state": s.state, "action": a}
                        for s, a in zip(slots, actions)]
-            exclude = [set(s.exclude) for s in slots]
-            retrieved = self.store.retrieve(queries, k, exclude_episodes=exclude) \
-                if any(exclude) else self.store.retrieve(queries, k)
+            from dreamgym_cli.experience.examples import retrieve_grouped
+
+            retrieved = retrieve_grouped(self.store, queries, [s.exclude for s in slots], k)
         count = lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         out = []
         for slot, action, ctx in zip(slots, actions, retrieved):

@@ -27,8 +27,17 @@ _PLAIN: dict[str, Callable[..., Env]] = {
     "textworld": _textworld,
 }
 
+
+def _dream(em_dir: str, **kwargs: Any) -> Env:
+    from dreamgym_cli.envs.dream import DreamEnv
+
+    return DreamEnv(em_dir, **kwargs)
+
+
 # prefix -> factory(argument, **kwargs), for names written `prefix:argument`
-_PREFIXED: dict[str, Callable[..., Env]] = {}
+_PREFIXED: dict[str, Callable[..., Env]] = {
+    "dream": _dream,
+}
 
 
 def available_envs() -> list[str]:

@@ -76,19 +76,30 @@ def transitions_from_episodes(episodes: Sequence[tuple[dict, dict, list[dict]]],
     return out
 
 
-def retrieve_for(store, transitions: Sequence[Transition], k: int,
-                 batch_size: int = 256) -> list[list[dict[str, Any]]]:
-    """Top-k retrieved transitions per example, excluding the example's own episode."""
+def retrieve_grouped(store, queries: Sequence[dict], excludes: Sequence[frozenset[str]],
+                     k: int) -> list[list[dict[str, Any]]]:
+    """Top-k per query, each query excluding its own set of episode ids.
+
+    Queries that share an exclusion set (the steps of one episode) go in one batched call.
+    """
     if k <= 0 or store is None:
-        return [[] for _ in transitions]
-    out: list[list[dict[str, Any]]] = []
-    for i in range(0, len(transitions), batch_size):
-        chunk = transitions[i:i + batch_size]
-        queries = [{"instruction": t.instruction, "state": t.state, "action": t.action}
-                   for t in chunk]
-        out.extend(store.retrieve(queries, k,
-                                  exclude_episodes=[{t.episode_id} for t in chunk]))
+        return [[] for _ in queries]
+    groups: dict[frozenset[str], list[int]] = {}
+    for i, ex in enumerate(excludes):
+        groups.setdefault(frozenset(ex), []).append(i)
+    out: list[list[dict[str, Any]]] = [[] for _ in queries]
+    for ex, idx in groups.items():
+        found = store.retrieve([queries[i] for i in idx], k, exclude_episodes=sorted(ex) or None)
+        for i, rows in zip(idx, found):
+            out[i] = rows
     return out
+
+
+def retrieve_for(store, transitions: Sequence[Transition], k: int) -> list[list[dict[str, Any]]]:
+    """Top-k retrieved transitions per example, excluding the example's own episode."""
+    queries = [{"instruction": t.instruction, "state": t.state, "action": t.action}
+               for t in transitions]
+    return retrieve_grouped(store, queries, [frozenset({t.episode_id}) for t in transitions], k)
 
 
 def build_pairs(transitions: Sequence[Transition], retrieved: Sequence[list[dict]],

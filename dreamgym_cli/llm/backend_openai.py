@@ -24,15 +24,17 @@ from typing import Any
 
 import httpx
 
-from dreamgym_cli.llm.generate import Completion, GenerationParams, Prompt, seeds_for_rows
+from dreamgym_cli.llm.generate import (
+    BackendError,
+    Completion,
+    GenerationParams,
+    Prompt,
+    seeds_for_rows,
+)
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 VLLM_EXTRAS = {"return_token_ids": True, "return_tokens_as_token_ids": True,
                "add_special_tokens": False}  # text prompts are used as given, like our backend
-
-
-class BackendError(RuntimeError):
-    """The server failed, or kept failing after retries (a failure, not bad input: exit 1)."""
 
 
 class OpenAIBackend:
@@ -100,16 +102,21 @@ class OpenAIBackend:
         return [_completion(choice, given_ids) for choice in choices]
 
     def _post_with_extras(self, path: str, body: dict) -> dict:
-        if self.server_extras:
+        if not self.server_extras:
             try:
-                return self._post(path, {**body, **VLLM_EXTRAS})
-            except _Rejected:
-                with self._extras_lock:
-                    self.server_extras = False  # this server does not take vLLM's extra fields
+                return self._post(path, body)
+            except _Rejected as e:
+                raise BackendError(str(e)) from None
         try:
-            return self._post(path, body)
-        except _Rejected as e:
-            raise BackendError(str(e)) from None
+            return self._post(path, {**body, **VLLM_EXTRAS})
+        except _Rejected as with_extras:
+            try:
+                data = self._post(path, body)
+            except _Rejected:  # rejected either way: the request itself is wrong
+                raise BackendError(str(with_extras)) from None
+        with self._extras_lock:
+            self.server_extras = False  # this server takes the request, not vLLM's extra fields
+        return data
 
     def _post(self, path: str, body: dict) -> dict:
         url = self.base_url + path

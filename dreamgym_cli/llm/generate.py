@@ -39,10 +39,14 @@ class GenerationParams:
     temperature: float = option(1.0, help="sampling temperature; 0 means greedy")
     top_p: float = option(1.0, help="nucleus sampling: keep the smallest token set with this mass")
     stop: tuple[str, ...] = option((), help="stop at the first occurrence of any of these strings")
-    seed: int | None = option(None, help="same seed, same prompts => same completions")
+    seed: int | None = option(
+        None, help="same seed, same prompts => same completions; vary it between calls")
     n: int = option(1, help="completions per prompt")
 
     def __post_init__(self):
+        # one string is one stop string (not its characters); a list from a config file is fine
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        object.__setattr__(self, "stop", stop)
         checks = [
             (self.max_new_tokens >= 1, "max_new_tokens", "an integer >= 1"),
             (self.temperature >= 0, "temperature", "a number >= 0"),
@@ -53,7 +57,10 @@ class GenerationParams:
         for ok, field, expected in checks:
             if not ok:
                 raise InputError(f"expected {expected}, got {getattr(self, field)!r}", field=field)
-        object.__setattr__(self, "stop", tuple(self.stop))  # a list from a config file is fine
+
+
+class BackendError(RuntimeError):
+    """A backend (a server, an engine) failed, or kept failing after retries: exit 1, not 2."""
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,8 @@ def load_model(
         model, tokenizer = _load_hf_dir(path, torch_dtype), _load_tokenizer(path)
         info = _read_info(path) or {"origin": str(path.resolve()), "train": "frozen"}
         info["train"] = "full" if full else info.get("train", "frozen")
-    if lora is not None:
-        return _attach_lora(model, lora, info), tokenizer
+    if lora is not None:  # a tiny base lives only in memory: keep a copy for save_model
+        return _attach_lora(model, lora, info, keep_base_copy=is_tiny_spec(spec)), tokenizer
     _set_trainable(model, info["train"] == "full")
     model._dreamgym_info = info
     return model.eval(), tokenizer
@@ -209,7 +209,7 @@ def _adapter_base_dir(path: Path, info: dict) -> Path:
 # ---- adapting ------------------------------------------------------------------------------
 
 
-def _attach_lora(model: PreTrainedModel, lora: LoraSettings, info: dict):
+def _attach_lora(model: PreTrainedModel, lora: LoraSettings, info: dict, *, keep_base_copy: bool):
     from peft import LoraConfig, get_peft_model
 
     targets = list(lora.target_modules)
@@ -217,8 +217,7 @@ def _attach_lora(model: PreTrainedModel, lora: LoraSettings, info: dict):
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
         target_modules="all-linear" if targets == ["all-linear"] else targets,
     )
-    # A tiny base exists only in memory: keep a pristine copy so save_model can write it.
-    pristine = copy.deepcopy(model) if is_tiny_spec(info.get("origin", "")) else None
+    pristine = copy.deepcopy(model) if keep_base_copy else None  # written by save_model
     _set_trainable(model, False)
     try:
         peft_model = get_peft_model(model, config)

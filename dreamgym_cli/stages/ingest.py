@@ -84,8 +84,8 @@ def run(config: IngestConfig) -> dict[str, Any]:
     tallies = [_FileTally(Path(p), detect_format(Path(p), config.format), "") for p in config.files]
     for tally in tallies:
         tally.sha256 = artifacts.content_hash(tally.path)
-    stored_tasks = {} if store is None else {
-        r["task_id"]: tuple(r[k] for k in _TASK_CONTENT) for r in store.read_table("tasks").to_pylist()}
+    stored_rows = [] if store is None else store.read_table("tasks").to_pylist()
+    stored_tasks = {r["task_id"]: tuple(r[k] for k in _TASK_CONTENT) for r in stored_rows}
     with tempfile.TemporaryDirectory(prefix="dreamgym-ingest-") as spool, _progress() as progress:
         batches = _validate_and_spool(tallies, config, stored_tasks, Path(spool), progress)
         store = store or ReplayStore.open(config.store, create=True)

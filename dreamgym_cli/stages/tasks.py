@@ -161,4 +161,4 @@ def render_make(result: dict[str, Any]) -> None:
         f"{verb} [bold]{result['out']}[/]: {result['count']} {result['env']} tasks "
         f"({result['challenge']}, {result['settings_key']}, split {result['split']}); "
         f"games generated {result['generated']}, cached {result['cached']} "
-        f"in {result['seconds']:.1f}s", highlight=False)
+        f"in {result['seconds']:.1f}s", highlight=False, soft_wrap=True)

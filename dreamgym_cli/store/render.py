@@ -23,7 +23,8 @@ def collect_info(store: "ReplayStore") -> dict[str, Any]:
         return con.execute(query).fetchall()[0][0]
 
     def counts(table: str, column: str) -> dict[str, int]:
-        rows = con.execute(f"SELECT {column}, count(*) FROM {table} GROUP BY 1 ORDER BY 1").fetchall()
+        query = f"SELECT {column}, count(*) FROM {table} GROUP BY 1 ORDER BY 1"
+        rows = con.execute(query).fetchall()
         return {str(k): int(v) for k, v in rows}
 
     success = con.execute("SELECT env, avg(success::INT), count(success) FROM episodes "
@@ -63,7 +64,8 @@ def collect_info(store: "ReplayStore") -> dict[str, Any]:
 def render_info(info: dict[str, Any]) -> None:
     console = Console()
     ep, st, ta = info["episodes"], info["steps"], info["tasks"]
-    console.print(f"[bold]replay store[/] {escape(info['path'])}  (schema v{info['schema_version']}, "
+    console.print(f"[bold]replay store[/] {escape(info['path'])}  "
+                  f"(schema v{info['schema_version']}, "
                   f"{sum(info['segments'].values())} segments, {info['bytes'] / 1e6:.1f} MB)")
     summary = Table("table", "rows", "by env", "by source / split", title="contents")
     summary.add_row("tasks", str(ta["total"]), _fmt(ta["by_env"]), _fmt(ta["by_split"]))

@@ -62,13 +62,13 @@ def pending_transitions(store, embedder_id: str) -> pa.Table:
                if TABLE in store.tables() else "")
     con = store.connect(read_only=True)
     try:
-        return con.execute(
+        return con.sql(
             "SELECT s.content_hash, any_value(coalesce(k.instruction, '')) AS instruction, "
             "any_value(s.state) AS state, any_value(s.action) AS action, "
             "min(s.episode_id) AS first_episode, min(s.t) AS first_t "
             "FROM steps s LEFT JOIN tasks k ON k.task_id = s.task_id "
             f"WHERE true {already} GROUP BY s.content_hash ORDER BY first_episode, first_t, "
-            "s.content_hash", {"e": embedder_id} if already else {}).to_arrow_table()
+            "s.content_hash", params={"e": embedder_id} if already else None).to_arrow_table()
     finally:
         con.close()
 
@@ -132,7 +132,7 @@ def _vectors_of(path: Path, mask: np.ndarray, skip: int) -> np.ndarray:
 
 def sync_index(store, embedder_id: str, progress: bool = False) -> tuple[VectorIndex, np.ndarray]:
     """The index over all embeddings of embedder_id, extended (or rebuilt) and saved as needed."""
-    key = (str(Path(store.path).resolve()), embedder_id)
+    key = _key(store, embedder_id)
     generation = store.catalog()["generation"]
     cached = _LOADED.get(key)
     if cached is not None and cached[0] == generation:
@@ -261,19 +261,35 @@ def _resolve(store, keys: np.ndarray, ids: np.ndarray, scores: np.ndarray, k: in
 def _step_rows(store, hashes: list[str], env: str | None,
                excluded: list[str]) -> dict[str, dict[str, Any]]:
     """content_hash -> the first step (by episode_id, t) with that content passing the filters."""
-    con = store.connect(read_only=True)
-    try:
-        con.register("hits", pa.table({"content_hash": pa.array(hashes, pa.string())}))
-        con.register("excluded", pa.table({"episode_id": pa.array(excluded, pa.string())}))
-        env_cond = "AND s.env = $env" if env is not None else ""
-        table = con.execute(
-            f"SELECT {', '.join('s.' + f for f in STEP_FIELDS)} FROM steps s "
-            "SEMI JOIN hits h ON s.content_hash = h.content_hash "
-            f"ANTI JOIN excluded x ON s.episode_id = x.episode_id WHERE true {env_cond} "
-            "ORDER BY s.episode_id, s.t", {"env": env} if env is not None else {}).to_arrow_table()
-    finally:
-        con.close()
+    con = _connection(store)
+    con.register("hits", pa.table({"content_hash": pa.array(hashes, pa.string())}))
+    con.register("excluded", pa.table({"episode_id": pa.array(excluded, pa.string())}))
+    env_cond = "AND s.env = $env" if env is not None else ""
+    table = con.sql(
+        f"SELECT {', '.join('s.' + f for f in STEP_FIELDS)} FROM steps s "
+        "SEMI JOIN hits h ON s.content_hash = h.content_hash "
+        f"ANTI JOIN excluded x ON s.episode_id = x.episode_id WHERE true {env_cond} "
+        "ORDER BY s.episode_id, s.t",
+        params={"env": env} if env is not None else None).to_arrow_table()
     rows: dict[str, dict[str, Any]] = {}
     for row in table.to_pylist():
         rows.setdefault(row["content_hash"], row)
     return rows
+
+
+# store path -> (catalog generation, read-only DuckDB connection): opening one costs ~50-80 ms,
+# more than the search itself; segments are immutable, so it is valid until the catalog changes.
+_CONNECTIONS: dict[str, tuple[int, Any]] = {}
+
+
+def _connection(store):
+    key = str(Path(store.path).resolve())
+    generation = store.catalog()["generation"]
+    cached = _CONNECTIONS.get(key)
+    if cached is not None and cached[0] == generation:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
+    con = store.connect(read_only=True)
+    _CONNECTIONS[key] = (generation, con)
+    return con

@@ -71,7 +71,8 @@ def read_marker(root: Path) -> dict[str, Any]:
         raise InputError("expected an integer schema_version", file=path, field="schema_version")
     if version > SCHEMA_VERSION:
         raise InputError(f"store {root} has schema version {version}; this dreamgym reads "
-                         f"{SCHEMA_VERSION} — upgrade dreamgym", file=path, field="schema_version")
+                         f"{SCHEMA_VERSION} — upgrade dreamgym", file=path,
+                         field="schema_version")
     return marker
 
 

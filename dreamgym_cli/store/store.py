@@ -8,8 +8,10 @@
 
 Each append is all or nothing: its segments become visible together when the new catalog
 replaces the old one (see `segments.py`). Episodes whose `episode_id` or `content_hash` is
-already stored are skipped as duplicates (and their steps with them); a task whose id is stored
-with identical content is skipped, with different content it is an InputError. Transitions are
+already stored, or whose content hash appeared earlier in the same append, are skipped as
+duplicates (and their steps with them); one episode_id twice in one append is an InputError
+(its steps could not be told apart). A task whose id is stored with identical content is
+skipped, with different content it is an InputError. Transitions are
 deduplicated through their episode: two episodes may share an identical transition (the same
 start state and first action), and that repetition is real data, not a copy.
 """
@@ -243,7 +245,8 @@ class ReplayStore:
     def _load_keys(self, catalog: dict[str, Any]) -> None:
         for entry in catalog["tables"].get("episodes", []):
             if entry["file"] not in self._loaded_files:
-                t = pq.read_table(self._path / entry["file"], columns=["episode_id", "content_hash"])
+                t = pq.read_table(self._path / entry["file"],
+                                  columns=["episode_id", "content_hash"])
                 self._episode_ids.update(t.column("episode_id").to_pylist())
                 self._episode_hashes.update(t.column("content_hash").to_pylist())
                 self._loaded_files.add(entry["file"])
@@ -338,10 +341,12 @@ class ReplayStore:
         con = self.connect(read_only=True)
         cond = f"WHERE {where}" if where else ""
         try:
-            episodes = con.sql(f"SELECT * FROM episodes {cond} ORDER BY episode_id").to_arrow_table()
+            episodes = con.sql(f"SELECT * FROM episodes {cond} ORDER BY episode_id")
+            episodes = episodes.to_arrow_table()
             reader = con.sql(
                 f"SELECT s.* FROM steps s SEMI JOIN (SELECT episode_id FROM episodes {cond}) e "
-                "ON s.episode_id = e.episode_id ORDER BY s.episode_id, s.t").to_arrow_reader(batch_rows)
+                "ON s.episode_id = e.episode_id ORDER BY s.episode_id, s.t"
+            ).to_arrow_reader(batch_rows)
         except duckdb.Error as e:
             raise InputError(f"SQL error: {' '.join(str(e).split())}", field="where") from None
         tasks = {r["task_id"]: r for r in self.read_table("tasks").to_pylist()}

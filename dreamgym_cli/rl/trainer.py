@@ -1,0 +1,355 @@
+"""GRPO and PPO training loops, built from parts (rollout → advantages → loss → optimizer step).
+
+    learner = make_learner(model, tokenizer, settings, initial_policy_dir)
+    summary = train(learner, env, pool, settings, rollout_settings, run_dir=..., resume=False)
+
+Per iteration: sample tasks (`sampler(n, rng)`: uniform over the pool by default; the curriculum
+passes its own), run `group_size` episodes of each in the env, compute advantages (GRPO: the
+group-normalised outcome of each episode on every answer token of every turn; PPO: GAE over the
+turn rewards with a value head), then `ppo_epochs` passes of clipped-ratio updates with a KL
+penalty to the reference policy (the initial weights: a frozen copy for full fine-tuning, the base
+with adapters disabled for LoRA). Old log-probs are the rollout's sampled ones. Metrics go to
+`metrics.jsonl` (and TensorBoard when installed); a checkpoint every `checkpoint_every`
+iterations makes `resume=True` continue where a run stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamgym_cli.rl import algorithms as alg
+from dreamgym_cli.rl.batching import collate_turns, forward_turns, per_token
+from dreamgym_cli.rl.rollout import (EpisodeRollout, RolloutSettings, Turn, rollout_metrics,
+                                     run_rollouts)
+from dreamgym_cli.schema import Task
+
+ALGORITHMS = ("grpo", "ppo")
+OUTCOMES = ("return", "success")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+    algo: str = "grpo"
+    iterations: int = 10
+    batch_tasks: int = 4  # task draws per iteration
+    group_size: int = 4  # episodes per task draw (GRPO's G)
+    lr: float = 1e-5
+    kl_coef: float = 0.05
+    kl_estimator: str = "k3"
+    clip_eps: float = 0.2
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    micro_batch_turns: int = 8
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+    value_clip: float = 0.2
+    gamma: float = 1.0
+    lam: float = 0.95
+    grad_clip: float = 1.0
+    outcome: str = "return"  # GRPO's episode reward: its return, or 1/0 success
+    loss_agg: str = "token-mean"
+    checkpoint_every: int = 1
+    seed: int = 0
+    max_real_steps: int | None = None  # sim-to-real budget of real env steps
+
+
+@dataclasses.dataclass
+class Learner:
+    """What the loop trains: the policy, its optimizer, its reference and (PPO) value head."""
+
+    model: Any
+    tokenizer: Any
+    backend: Any
+    optimizer: torch.optim.Optimizer
+    reference: Any  # a frozen copy of the initial model, or None (LoRA: adapters disabled)
+    value_head: torch.nn.Module | None = None
+
+    @property
+    def pad_id(self) -> int:
+        t = self.tokenizer
+        return t.pad_token_id if t.pad_token_id is not None else (t.eos_token_id or 0)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            params += list(self.value_head.parameters())
+        return params
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
+
+
+def make_learner(model, tokenizer, settings: RLSettings, value_head=None) -> Learner:
+    """A learner for `model` as it is now (its current weights become the KL reference)."""
+    from dreamgym_cli.llm.generate import open_backend
+
+    reference = None
+    if settings.kl_coef > 0 and not _is_peft(model):
+        reference = copy.deepcopy(model).eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+    learner = Learner(model, tokenizer, open_backend("transformers", model=model,
+                                                     tokenizer=tokenizer),
+                      optimizer=None, reference=reference, value_head=value_head)  # type: ignore
+    learner.optimizer = torch.optim.AdamW(learner.parameters(), lr=settings.lr, weight_decay=0.0)
+    return learner
+
+
+# ---- scoring ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_head=None
+                ) -> tuple[list[list[float]], list[float] | None]:
+    """Log-probs of each turn's answer tokens under `model` (and its values, with a head)."""
+    logprobs, values = [], [] if value_head is not None else None
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(turns), micro):
+            chunk = turns[start:start + micro]
+            batch = collate_turns(chunk, pad_id)
+            out = forward_turns(model, batch, value_head=value_head)
+            for i in range(len(chunk)):
+                logprobs.append(out.logprobs[i][batch.answer_mask[i]].tolist())
+            if values is not None:
+                values.extend(out.values.tolist())
+    finally:
+        model.train(was_training)
+    return logprobs, values
+
+
+def reference_logprobs(learner: Learner, turns: Sequence[Turn], micro: int) -> list[list[float]]:
+    if learner.reference is not None:
+        return score_turns(learner.reference, turns, learner.pad_id, micro)[0]
+    with learner.model.disable_adapter():  # LoRA: the base without the adapter is the reference
+        return score_turns(learner.model, turns, learner.pad_id, micro)[0]
+
+
+# ---- advantages ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Sample:
+    """One turn to train on, with everything its loss needs."""
+
+    turn: Turn
+    advantage: float
+    ref_logprobs: list[float] | None = None
+    old_value: float = 0.0
+    value_target: float = 0.0
+
+
+def grpo_samples(episodes: list[EpisodeRollout], outcome: str) -> list[Sample]:
+    """Each turn carries its episode's group-normalised outcome (GRPO)."""
+    rewards = torch.tensor([float(e.success) if outcome == "success" else e.total_return
+                            for e in episodes])
+    adv = alg.grpo_advantages(rewards, [e.group for e in episodes]).tolist()
+    return [Sample(t, a) for e, a in zip(episodes, adv) for t in e.turns]
+
+
+def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings
+                ) -> list[Sample]:
+    """GAE over each episode's turn rewards with the value head's estimates (whitened)."""
+    kept = [e for e in episodes if e.turns]
+    turns = [t for e in kept for t in e.turns]
+    _, values = score_turns(learner.model, turns, learner.pad_id, settings.micro_batch_turns,
+                            value_head=learner.value_head)
+    width = max(len(e.turns) for e in kept)
+    rewards = torch.zeros(len(kept), width)
+    old = torch.zeros(len(kept), width)
+    mask = torch.zeros(len(kept), width, dtype=torch.bool)
+    k = 0
+    for i, e in enumerate(kept):
+        n = len(e.turns)
+        rewards[i, :n] = torch.tensor([t.reward for t in e.turns])
+        old[i, :n] = torch.tensor(values[k:k + n])
+        mask[i, :n] = True
+        k += n
+    adv, returns = alg.gae(rewards, old, mask, settings.gamma, settings.lam)  # [E, N] each
+    adv = alg.masked_whiten(adv, mask) if mask.sum() > 1 else adv
+    return [Sample(t, float(adv[i, j]), old_value=float(old[i, j]),
+                   value_target=float(returns[i, j]))
+            for i, e in enumerate(kept) for j, t in enumerate(e.turns)]
+
+
+# ---- the update --------------------------------------------------------------------------------
+
+
+def _micro_loss(learner: Learner, chunk: list[Sample], settings: RLSettings,
+                weight: float) -> dict[str, float]:
+    """Backward of one micro-batch's share of the mini-batch loss; its metrics (unweighted)."""
+    batch = collate_turns([s.turn for s in chunk], learner.pad_id)
+    out = forward_turns(learner.model, batch, value_head=learner.value_head,
+                        entropy=settings.entropy_coef > 0)
+    mask = batch.answer_mask
+    adv = alg.broadcast_to_tokens(torch.tensor([s.advantage for s in chunk]), mask)
+    policy_loss, clip_frac, approx_kl = alg.policy_loss_clipped(
+        out.logprobs, batch.old_logprobs, adv, mask, settings.clip_eps,
+        loss_agg=settings.loss_agg)
+    loss = policy_loss
+    metrics = {"train/policy_loss": policy_loss.item(), "train/clip_fraction": clip_frac.item(),
+               "train/approx_kl": approx_kl.item()}
+    if chunk[0].ref_logprobs is not None:
+        ref = per_token(batch, [s.ref_logprobs for s in chunk])
+        kl = alg.aggregate_loss(alg.kl_penalty(out.logprobs, ref, settings.kl_estimator), mask,
+                                settings.loss_agg)
+        loss = loss + settings.kl_coef * kl
+        metrics["train/kl"] = kl.item()
+    if out.entropy is not None:
+        entropy = alg.aggregate_loss(out.entropy, mask, settings.loss_agg)
+        loss = loss - settings.entropy_coef * entropy
+        metrics["train/entropy"] = entropy.item()
+    if out.values is not None:
+        turn_mask = torch.ones(len(chunk), 1, dtype=torch.bool)
+        v_loss, v_clip = alg.value_loss_clipped(
+            out.values[:, None], torch.tensor([[s.old_value] for s in chunk]),
+            torch.tensor([[s.value_target] for s in chunk]), turn_mask, settings.value_clip)
+        loss = loss + settings.value_coef * v_loss
+        metrics.update({"train/value_loss": v_loss.item(), "train/value_clip_fraction":
+                        v_clip.item()})
+    metrics["train/loss"] = loss.item()
+    (loss * weight).backward()
+    return metrics
+
+
+def update_policy(learner: Learner, samples: list[Sample], settings: RLSettings,
+                  rng: random.Random) -> dict[str, float]:
+    """`ppo_epochs` passes over the samples in `mini_batches` optimizer steps each."""
+    if not samples:
+        return {}
+    learner.model.train()
+    totals: dict[str, list[tuple[float, float]]] = {}
+    params = learner.parameters()
+    for _ in range(settings.ppo_epochs):
+        order = list(range(len(samples)))
+        rng.shuffle(order)
+        size = -(-len(order) // settings.mini_batches)
+        for start in range(0, len(order), size):
+            mini = [samples[i] for i in order[start:start + size]]
+            tokens = sum(len(s.turn.token_ids) for s in mini)
+            learner.optimizer.zero_grad(set_to_none=True)
+            for m in range(0, len(mini), settings.micro_batch_turns):
+                chunk = mini[m:m + settings.micro_batch_turns]
+                weight = sum(len(s.turn.token_ids) for s in chunk) / max(tokens, 1)
+                for k, v in _micro_loss(learner, chunk, settings, weight).items():
+                    totals.setdefault(k, []).append((v, weight))
+            norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip or float("inf"))
+            totals.setdefault("train/grad_norm", []).append((float(norm), 1.0))
+            learner.optimizer.step()
+    learner.model.eval()
+    return {k: sum(v * w for v, w in pairs) / max(sum(w for _, w in pairs), 1e-12)
+            for k, pairs in totals.items()}
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+
+
+Sampler = Callable[[int, random.Random], list[Task]]
+
+
+def uniform_sampler(pool: Sequence[Task]) -> Sampler:
+    """n tasks uniformly from the pool: without replacement while the pool lasts."""
+    pool = list(pool)
+
+    def sample(n: int, rng: random.Random) -> list[Task]:
+        return rng.sample(pool, n) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]
+
+    return sample
+
+
+def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
+          rollout_settings: RolloutSettings, *, run_dir: Path, resume: bool = False,
+          sampler: Sampler | None = None, on_episodes=None, real_env: bool = False,
+          progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+    """Run the iterations; metrics per iteration in run_dir/metrics.jsonl. A summary dict.
+
+    on_episodes(iteration, episodes) -> dict: called after each rollout (replay enrichment).
+    A sampler with an `observe(episodes)` method is told each iteration's episodes (curriculum).
+    real_env: count env steps against `settings.max_real_steps`.
+    """
+    from dreamgym_cli.rl.checkpoint import MetricsLog, load_checkpoint, save_checkpoint
+
+    sampler = sampler or uniform_sampler(pool)
+    start, used = load_checkpoint(run_dir, learner) if resume else (0, 0)
+    log = MetricsLog(run_dir / "metrics.jsonl", keep_until=start)
+    budget = settings.max_real_steps if real_env else None
+    first, last = None, {}
+    try:
+        for it in range(start, settings.iterations):
+            if budget is not None and used >= budget:
+                break
+            metrics = _iteration(learner, env, sampler, settings, rollout_settings, it,
+                                 None if budget is None else budget - used, on_episodes)
+            used += metrics["rollout/turns"] if real_env else 0
+            metrics.update({"iteration": it + 1, "real_steps_used": used})
+            log.write(metrics)
+            first = first or metrics
+            last = metrics
+            if settings.checkpoint_every and (it + 1) % settings.checkpoint_every == 0:
+                save_checkpoint(run_dir, learner, it + 1, used)
+            if progress is not None:
+                progress(it + 1, settings.iterations, metrics)
+    finally:
+        log.close()
+    return {"iterations_run": log.count, "real_steps_used": used, "first": first, "last": last}
+
+
+def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
+               rollout_settings: RolloutSettings, it: int, steps_left: int | None,
+               on_episodes) -> dict[str, Any]:
+    rng = random.Random(settings.seed * 1_000_003 + it)  # stateless per iteration: resumable
+    torch.manual_seed(settings.seed * 1_000_003 + it)
+    t0 = time.perf_counter()
+    tasks = sampler(settings.batch_tasks, rng)
+    episodes = run_rollouts(env, learner.backend, learner.tokenizer, tasks, rollout_settings,
+                            group_size=settings.group_size, call=it, max_env_steps=steps_left)
+    metrics: dict[str, Any] = rollout_metrics(episodes)
+    observe = getattr(sampler, "observe", None)
+    if callable(observe):
+        observe(episodes)
+    if on_episodes is not None:
+        metrics.update(on_episodes(it, episodes) or {})
+    t1 = time.perf_counter()
+    samples = (ppo_samples(learner, episodes, settings) if settings.algo == "ppo"
+               else grpo_samples(episodes, settings.outcome))
+    metrics["train/advantage_abs_mean"] = (sum(abs(s.advantage) for s in samples) /
+                                           max(len(samples), 1))
+    if settings.kl_coef > 0 and samples:
+        refs = reference_logprobs(learner, [s.turn for s in samples], settings.micro_batch_turns)
+        for s, r in zip(samples, refs):
+            s.ref_logprobs = r
+    metrics.update(update_policy(learner, samples, settings, rng))
+    metrics.update({"time/rollout_s": round(t1 - t0, 3),
+                    "time/train_s": round(time.perf_counter() - t1, 3)})
+    return metrics
+
+
+def check_settings(settings: RLSettings) -> None:
+    from dreamgym_cli.errors import InputError, unknown_name
+
+    if settings.algo not in ALGORITHMS:
+        raise unknown_name("RL algorithm", settings.algo, ALGORITHMS, field="algo")
+    if settings.outcome not in OUTCOMES:
+        raise unknown_name("outcome", settings.outcome, OUTCOMES, field="outcome")
+    if settings.kl_estimator not in alg.KL_KINDS:
+        raise unknown_name("KL estimator", settings.kl_estimator, alg.KL_KINDS,
+                           field="kl_estimator")
+    for name in ("iterations", "batch_tasks", "group_size", "ppo_epochs", "mini_batches",
+                 "micro_batch_turns"):
+        if getattr(settings, name) < 1:
+            raise InputError(f"expected an integer >= 1, got {getattr(settings, name)}",
+                             field=name)
+    if settings.max_real_steps is not None and settings.max_real_steps < 1:
+        raise InputError(f"expected >= 1, got {settings.max_real_steps}", field="max_real_steps")
+    json.dumps(dataclasses.asdict(settings))  # settings go into manifests

@@ -1,0 +1,75 @@
+"""`dreamgym rollout`: run a policy in an env and append its episodes to the replay store.
+
+`source=synthetic` for the dream env, `real` for a real env; `policy` = the policy dir's name.
+The store's append is atomic, and a run record goes to `S/manifests/rollout-*.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    policy: Path = option(None, help="Policy directory (from train-agent).")
+    env: str | None = option(None, help="dream:<EM dir> or a real env (default: the tasks' env).")
+    tasks: Path = option(None, help="Task file.")
+    store: Path = option(None, help="Replay store to append the episodes to.")
+    episodes_per_task: int = option(2, help="Episodes per task.")
+    max_steps_per_episode: int = option(8, help="Turns per episode before it counts as failed.")
+    temperature: float = option(1.0, help="Sampling temperature (0: greedy).")
+    workers: int | None = option(None, help="Real env worker processes (0: in process).")
+    seed: int = option(0, help="Seed for sampling.")
+
+    def __post_init__(self):
+        for name in ("policy", "tasks", "store"):
+            if getattr(self, name) is None:
+                raise InputError("is required", field=name)
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        for name in ("episodes_per_task", "max_steps_per_episode"):
+            if getattr(self, name) < 1:
+                raise InputError(f"expected >= 1, got {getattr(self, name)}", field=name)
+
+
+def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
+    from dreamgym_cli.llm.generate import open_backend
+    from dreamgym_cli.rl.policy import PolicySettings, load_policy
+    from dreamgym_cli.rl.rollout import (RolloutSettings, append_to_store, episode_records,
+                                         is_dream_env, open_batch_env, rollout_metrics,
+                                         run_rollouts)
+    from dreamgym_cli.stages.annotate import _write_store_manifest
+    from dreamgym_cli.stages.train_agent_rl import read_task_pool, tasks_env
+    from dreamgym_cli.store import ReplayStore
+
+    PolicySettings.load(config.policy)
+    tasks = read_task_pool(config.tasks)
+    env_name = config.env or tasks_env(tasks, config.tasks)
+    store = ReplayStore.open(config.store)
+    model, tokenizer, settings = load_policy(config.policy)
+    name = config.policy.resolve().name
+    env = open_batch_env(env_name, max_steps=config.max_steps_per_episode, workers=config.workers,
+                         store=store, seed=config.seed, policy_name=name)
+    rollout = RolloutSettings(think=settings.think,
+                              history_budget_tokens=settings.history_budget_tokens,
+                              max_new_tokens=settings.max_new_tokens,
+                              temperature=config.temperature,
+                              max_turns=config.max_steps_per_episode, seed=config.seed)
+    try:
+        episodes = run_rollouts(env, open_backend("transformers", model=model,
+                                                  tokenizer=tokenizer),
+                                tokenizer, tasks, rollout, group_size=config.episodes_per_task,
+                                progress=(lambda t, r: progress(t, t + r, {})) if progress
+                                else None)
+    finally:
+        env.close()
+    source = "synthetic" if is_dream_env(env_name) else "real"
+    added = append_to_store(store, episode_records(episodes, source, name))
+    metrics = {**rollout_metrics(episodes), "store/episodes_added": added, "source": source,
+               "env": env_name}
+    _write_store_manifest(store, "rollout", to_dict(config), metrics)
+    return {"store": str(config.store), **metrics}

@@ -1,0 +1,136 @@
+"""`dreamgym train-agent --algo sft|grpo|ppo`: make or improve a policy directory.
+
+sft   behaviour cloning on the store's successful real episodes (`--sft-all`: all of them), with
+      prompts built exactly as the rollout builds them, so the policy acts in the same format.
+grpo  GRPO in `--env` (`dream:EM` or a real env) from `--init POLICY` or `--base`.
+ppo   PPO (value head, GAE over turns) on the same path.
+
+With a real env, `--max-real-steps N` is the sim-to-real budget: training stops when N real env
+steps are spent (never more) and `real_steps_used` is in the manifest's metrics. Episodes from RL
+rollouts go into the store (dream: `source=synthetic`, the paper's co-evolving replay buffer)
+unless `--no-enrich`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dreamgym_cli.artifacts import ArtifactRun
+from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.errors import InputError
+
+ALGOS = ("sft", "grpo", "ppo")
+NOT_IN_FINGERPRINT = ("resume", "force", "checkpoint_every", "workers")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainAgentConfig:
+    algo: str = option("grpo", help="sft (behaviour cloning), grpo or ppo.")
+    out: Path = option(None, help="Policy directory to write.")
+    store: Path | None = option(None, help="Replay store: SFT data; RL episodes are added to it.")
+    base: str | None = option(None, help="Base model: tiny:<1m|10m|30m> or a local HF dir.")
+    init: Path | None = option(None, help="Start from this policy directory.")
+    env: str | None = option(None, help="dream:<EM dir> or a real env (default: the tasks' env).")
+    tasks: Path | None = option(None, help="Task file (grpo/ppo).")
+    iterations: int = option(10, help="RL iterations (rollout + update each).")
+    max_steps: int | None = option(None, help="SFT: stop after this many optimizer steps.")
+    epochs: float = option(3.0, help="SFT: passes over the examples (when no --max-steps).")
+    batch_size: int = option(8, help="SFT: examples per optimizer step.")
+    sft_all: bool = option(False, help="SFT on all real episodes, not only successful ones.")
+    group_size: int = option(4, help="Episodes per task draw (GRPO's G).")
+    batch_tasks: int = option(4, help="Task draws per RL iteration.")
+    lr: float | None = option(None, help="Learning rate (sft 1e-3 tiny / 2e-4 LoRA; RL 1e-4 "
+                              "tiny / 1e-5 otherwise).")
+    kl_coef: float = option(0.05, help="Weight of the KL penalty to the initial policy.")
+    kl_estimator: str = option("k3", help="KL estimator: k1, k2 or k3.")
+    clip_eps: float = option(0.2, help="PPO/GRPO ratio clip.")
+    ppo_epochs: int = option(1, help="Passes over each iteration's rollouts.")
+    mini_batches: int = option(1, help="Optimizer steps per pass.")
+    micro_batch_turns: int = option(8, help="Turns per forward pass (gradient accumulation).")
+    entropy_coef: float = option(0.0, help="Entropy bonus weight.")
+    value_coef: float = option(0.5, help="PPO value-loss weight.")
+    gamma: float = option(1.0, help="PPO discount over turns.")
+    lam: float = option(0.95, help="PPO GAE lambda.")
+    outcome: str = option("return", help="GRPO episode reward: return or success.")
+    max_steps_per_episode: int = option(8, help="Turns per episode before it counts as failed.")
+    max_real_steps: int | None = option(None, help="Real env: stop when this many steps are "
+                                        "spent (sim-to-real budget).")
+    max_new_tokens: int | None = option(None, help="Longest answer (default: the policy's, 48).")
+    history_budget_tokens: int | None = option(None, help="Prompt history budget in tokens.")
+    think: bool | None = option(None, help="Answer with <think> first (default: the policy's).")
+    temperature: float = option(1.0, help="Sampling temperature of RL rollouts.")
+    enrich: bool = option(True, help="Add RL episodes to the store (--no-enrich: ablation).")
+    workers: int | None = option(None, help="Real env worker processes (0: in process).")
+    full: bool = option(False, help="Pretrained base: train all weights instead of LoRA.")
+    lora_r: int = option(16, help="LoRA rank (pretrained bases).")
+    lora_alpha: int = option(32, help="LoRA alpha (pretrained bases).")
+    seed: int = option(0, help="Seed for everything random.")
+    checkpoint_every: int = option(1, help="RL: checkpoint every this many iterations.")
+    resume: bool = option(False, help="Continue from the last checkpoint of this output.")
+    force: bool = option(False, help="Retrain even if the output is up to date.")
+
+    def __post_init__(self):
+        if self.out is None:
+            raise InputError("is required", field="out")
+        if self.algo not in ALGOS:
+            from dreamgym_cli.errors import unknown_name
+
+            raise unknown_name("algorithm", self.algo, ALGOS, field="algo")
+        for name in ("out", "store", "init", "tasks"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else Path(value))
+        if (self.base is None) == (self.init is None):
+            raise InputError("give exactly one of --base and --init", field="base")
+        if self.algo == "sft" and self.store is None:
+            raise InputError("sft learns from a replay store: pass --store", field="store")
+        if self.algo != "sft" and self.tasks is None:
+            raise InputError(f"{self.algo} needs a task file: pass --tasks", field="tasks")
+        for name in ("iterations", "batch_size", "group_size", "batch_tasks",
+                     "max_steps_per_episode", "ppo_epochs", "mini_batches", "micro_batch_turns"):
+            if getattr(self, name) < 1:
+                raise InputError(f"expected an integer >= 1, got {getattr(self, name)}",
+                                 field=name)
+        for name in ("max_steps", "max_real_steps", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"expected an integer >= 1, got {value}", field=name)
+
+
+def run(config: TrainAgentConfig, progress=None) -> dict[str, Any]:
+    inputs = {k: getattr(config, k) for k in ("store", "init", "tasks") if getattr(config, k)}
+    if config.env and config.env.startswith("dream:"):
+        inputs["em"] = Path(config.env.split(":", 1)[1])
+    for name, path in inputs.items():
+        if not Path(path).exists():
+            raise InputError("not found", file=path, field=name)
+    full_config = to_dict(config)
+    with ArtifactRun("train-agent", config.out, full_config, inputs=inputs, force=config.force,
+                     fingerprint_config={k: v for k, v in full_config.items()
+                                         if k not in NOT_IN_FINGERPRINT}) as run_:
+        if run_.up_to_date:
+            return {"out": str(config.out), "skipped": True, **run_.previous["metrics"]}
+        if config.algo == "sft":
+            from dreamgym_cli.stages.train_agent_sft import train_sft
+
+            metrics, extra = train_sft(config, run_.tmp, progress)
+        else:
+            from dreamgym_cli.stages.train_agent_rl import train_rl
+
+            metrics, extra = train_rl(config, run_.tmp, progress)
+        manifest = run_.commit(metrics=metrics, extra=extra)
+    return {"out": str(config.out), "skipped": False, **manifest["metrics"]}
+
+
+def checkpoint_dir(config: TrainAgentConfig) -> Path:
+    return config.out.with_name(f".{config.out.name}.checkpoints")
+
+
+def policy_name(config: TrainAgentConfig) -> str:
+    return config.out.name
+
+
+def remove_checkpoints(config: TrainAgentConfig) -> None:
+    shutil.rmtree(checkpoint_dir(config), ignore_errors=True)

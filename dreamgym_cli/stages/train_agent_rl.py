@@ -1,0 +1,127 @@
+"""train-agent's `grpo` and `ppo`: wire the env, the policy and the store to `rl.trainer.train`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dreamgym_cli.errors import InputError
+
+
+def tasks_env(tasks, file: Path) -> str:
+    envs = sorted({t.env for t in tasks})
+    if len(envs) != 1:
+        raise InputError(f"the tasks name {len(envs)} envs ({', '.join(envs)}); pass --env",
+                         file=file, field="env")
+    return envs[0]
+
+
+def read_task_pool(path: Path):
+    from dreamgym_cli.trajectories import read_tasks
+
+    tasks = read_tasks(path)
+    if not tasks:
+        raise InputError("the task file has no tasks", file=path)
+    return tasks
+
+
+def corpus_from_env(env, tasks) -> list[str]:
+    """Texts a tiny base's tokenizer learns from when there is no store: the first prompts."""
+    from dreamgym_cli.rl.agent_prompt import build_agent_prompt
+    from dreamgym_cli.stages.train_agent_sft import answer_text
+
+    texts = []
+    for task, obs in zip(tasks, env.reset_batch(list(tasks))):
+        prompt = build_agent_prompt(task.instruction, [], obs.text, obs.admissible, think=True,
+                                    history_budget_tokens=0, count_tokens=len)
+        texts.append(prompt + " ".join(answer_text(a, "", True) for a in obs.admissible or []))
+    return texts
+
+
+def rl_settings(config, tiny: bool):
+    from dreamgym_cli.rl.trainer import RLSettings, check_settings
+
+    settings = RLSettings(
+        algo=config.algo, iterations=config.iterations, batch_tasks=config.batch_tasks,
+        group_size=config.group_size, lr=config.lr if config.lr is not None else
+        (1e-4 if tiny else 1e-5), kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
+        clip_eps=config.clip_eps, ppo_epochs=config.ppo_epochs, mini_batches=config.mini_batches,
+        micro_batch_turns=config.micro_batch_turns, entropy_coef=config.entropy_coef,
+        value_coef=config.value_coef, gamma=config.gamma, lam=config.lam,
+        outcome=config.outcome, checkpoint_every=config.checkpoint_every, seed=config.seed,
+        max_real_steps=config.max_real_steps)
+    check_settings(settings)
+    return settings
+
+
+def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
+    import torch
+
+    from dreamgym_cli.rl.policy import save_policy
+    from dreamgym_cli.rl.rollout import RolloutSettings, is_dream_env, open_batch_env
+    from dreamgym_cli.rl.trainer import make_learner, train
+    from dreamgym_cli.rl.value_head import load_value_head
+    from dreamgym_cli.stages.train_agent import checkpoint_dir, policy_name, remove_checkpoints
+    from dreamgym_cli.stages.train_agent_sft import load_start_model
+
+    pool = read_task_pool(config.tasks)
+    env_name = config.env or tasks_env(pool, config.tasks)
+    dream = is_dream_env(env_name)
+    if dream and config.max_real_steps is not None:
+        raise InputError("--max-real-steps budgets a real env; the dream env takes none",
+                         field="max_real_steps")
+    store = _open_store(config.store)
+    env = open_batch_env(env_name, max_steps=config.max_steps_per_episode,
+                         workers=config.workers, store=store, seed=config.seed,
+                         policy_name=policy_name(config))
+    try:
+        torch.manual_seed(config.seed)
+        model, tokenizer, settings, tiny = load_start_model(
+            config, lambda: corpus_from_env(env, pool[:16]))
+        value_head = load_value_head(model, config.init) if config.algo == "ppo" else None
+        rl = rl_settings(config, tiny)
+        learner = make_learner(model, tokenizer, rl, value_head)
+        rollout = RolloutSettings(think=settings.think,
+                                  history_budget_tokens=settings.history_budget_tokens,
+                                  max_new_tokens=settings.max_new_tokens,
+                                  temperature=config.temperature,
+                                  max_turns=config.max_steps_per_episode, seed=config.seed)
+        enrich_store = store if store is not None else getattr(env, "store", None)
+        on_episodes = _enricher(enrich_store, "synthetic" if dream else "real",
+                                policy_name(config)) if config.enrich else None
+        run_dir = checkpoint_dir(config)
+        summary = train(learner, env, pool, rl, rollout, run_dir=run_dir, resume=config.resume,
+                        on_episodes=on_episodes, real_env=not dream, progress=progress)
+    finally:
+        env.close()
+    save_policy(model, tokenizer, out_dir, settings, value_head)
+    shutil.copyfile(run_dir / "metrics.jsonl", out_dir / "metrics.jsonl")
+    remove_checkpoints(config)
+    metrics = {k: v for k, v in (summary["last"] or {}).items() if k != "real_steps_used"}
+    metrics.update({"iterations_run": summary["iterations_run"],
+                    "real_steps_used": summary["real_steps_used"], "env": env_name,
+                    "enriched_store": str(enrich_store.path) if on_episodes and enrich_store
+                    else None})
+    return metrics, {"first_iteration": summary["first"]}
+
+
+def _open_store(path: Path | None):
+    if path is None:
+        return None
+    from dreamgym_cli.store import ReplayStore
+
+    return ReplayStore.open(path)
+
+
+def _enricher(store, source: str, policy: str):
+    """on_episodes hook: the iteration's episodes into the store (the co-evolving buffer)."""
+    if store is None:
+        return None
+    from dreamgym_cli.rl.rollout import append_to_store, episode_records
+
+    def enrich(iteration: int, episodes) -> dict[str, Any]:
+        added = append_to_store(store, episode_records(episodes, source, policy))
+        return {"store/episodes_added": added}
+
+    return enrich
