@@ -28,6 +28,9 @@ class InputError(Exception):
         self.field = field
         super().__init__(self.one_line())
 
+    def __reduce__(self):  # keep file/line/field when the error crosses a process pool
+        return (_rebuild_input_error, (self.message, self.file, self.line, self.field))
+
     def one_line(self) -> str:
         where = []
         if self.file is not None:
@@ -46,6 +49,10 @@ class InputError(Exception):
             line=self.line if self.line is not None else line,
             field=self.field if self.field is not None else field,
         )
+
+
+def _rebuild_input_error(message, file, line, field) -> InputError:
+    return InputError(message, file=file, line=line, field=field)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

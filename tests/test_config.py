@@ -59,3 +59,11 @@ def test_yaml_is_data_not_code(tmp_path):
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         DemoConfig().lr = 1.0  # type: ignore[misc]
+
+
+def test_input_error_keeps_location_across_processes():
+    import pickle
+
+    e = pickle.loads(pickle.dumps(InputError("bad value", file="T.parquet", line=3, field="seed")))
+    assert (e.file, e.line, e.field) == ("T.parquet", 3, "seed")
+    assert e.one_line() == "T.parquet:3, field 'seed': bad value"
