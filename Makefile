@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DG     := $(VENV)/bin/dreamgym
-EXTRAS ?= test,bench,serve
+EXTRAS ?= test,bench,serve,web,science,babyai
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv test test-fast demo bench clean-demo help
+.PHONY: venv test test-fast demo bench clean-demo help system-deps
 
 help:
 	@echo "make demo   set up and run the TextWorld pipeline (tiny models, CPU)"
@@ -25,7 +25,19 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: venv
+# Debian packages: chromium + chromium-driver for MiniWoB++ (the `web` extra), a Java runtime for
+# ScienceWorld; nothing when already there.
+SYSTEM_PKGS = $(if $(wildcard /usr/bin/chromium),,chromium) \
+              $(if $(wildcard /usr/bin/chromedriver),,chromium-driver) \
+              $(if $(shell command -v java),,default-jre-headless)
+system-deps:
+	@if [ -z "$(strip $(SYSTEM_PKGS))" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(strip $(SYSTEM_PKGS)); \
+	else echo "the web/science tests need: apt-get install $(strip $(SYSTEM_PKGS)) (as root)"; fi
+
+test: venv system-deps
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 test-fast: venv

@@ -207,7 +207,8 @@ def bench_size(data: np.ndarray, queries: np.ndarray, libs: list[str], threads: 
         for ef in ([0] if name == "exact" else EF_SEARCH):
             lib.set_ef(ef)
             row = {"data": label, "n": len(data), "lib": name, "ef": ef or None,
-                   "build_s": round(build_s, 3), "build_vps": round(len(data) / max(build_s, 1e-9)),
+                   "build_s": None if name == "exact" else round(build_s, 3),
+                   "build_vps": None if name == "exact" else round(len(data) / build_s),
                    "recall@10": round(recall_at_k(lib.search(queries, K, threads), truth), 4)}
             for batch, thr in ((1, 1), (64, threads)):
                 reps = repeats if batch == 1 else max(5, repeats // 20)

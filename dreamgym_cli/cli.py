@@ -484,5 +484,81 @@ def eval_policy(
     emit(result, as_json, stage.render)
 
 
+# ----------------------------------------------------------------------------------------------
+# serve (an env over AgentGym's HTTP protocol)
+
+_SERVE = "dreamgym_cli.stages.serve.ServeConfig"
+
+
+@app.command("serve")
+def serve(
+    em: Optional[Path] = typer.Option(None, help=_help(_SERVE, "em")),
+    env: Optional[str] = typer.Option(None, help=_help(_SERVE, "env")),
+    env_name: Optional[str] = typer.Option(None, help=_help(_SERVE, "env_name")),
+    tasks: Optional[Path] = typer.Option(None, help=_help(_SERVE, "tasks")),
+    host: Optional[str] = typer.Option(None, help=_help(_SERVE, "host")),
+    port: Optional[int] = typer.Option(None, help=_help(_SERVE, "port")),
+    dialect: Optional[str] = typer.Option(None, help=_help(_SERVE, "dialect")),
+    max_sessions: Optional[int] = typer.Option(None, help=_help(_SERVE, "max_sessions")),
+    idle_timeout: Optional[float] = typer.Option(None, help=_help(_SERVE, "idle_timeout")),
+    max_steps: Optional[int] = typer.Option(None, help=_help(_SERVE, "max_steps")),
+    store: Optional[Path] = typer.Option(None, help=_help(_SERVE, "store")),
+    max_new_tokens: Optional[int] = typer.Option(None, help=_help(_SERVE, "max_new_tokens")),
+    max_retries: Optional[int] = typer.Option(None, help=_help(_SERVE, "max_retries")),
+    config: Optional[Path] = CONFIG_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Serve the dream env (--em) or a real env (--env) over AgentGym's HTTP protocol."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import serve as stage
+
+    c = cfg.build(stage.ServeConfig, config, em=em, env=env, env_name=env_name, tasks=tasks,
+                  host=host, port=port, dialect=dialect, max_sessions=max_sessions,
+                  idle_timeout=idle_timeout, max_steps=max_steps, store=store,
+                  max_new_tokens=max_new_tokens, max_retries=max_retries)
+    announce = lambda s: err.print(  # noqa: E731 — stdout stays for the --json summary
+        f"serving {s['env_name']} ({'dream env' if s['dream'] else 'real env'}, {s['tasks']} "
+        f"tasks, dialect {s['dialect']}) at {s['url']}; Ctrl-C to stop", highlight=False,
+        soft_wrap=True)
+    emit(stage.run(c, announce=announce), as_json)
+
+
+# ----------------------------------------------------------------------------------------------
+# tasks evolve (the curriculum's task variation)
+
+_EVOLVE = "dreamgym_cli.stages.evolve.EvolveConfig"
+
+
+@tasks_app.command("evolve")
+def tasks_evolve(
+    em: Path = typer.Option(..., help=_help(_EVOLVE, "em")),
+    rollouts: Path = typer.Option(..., help=_help(_EVOLVE, "rollouts")),
+    pool: Path = typer.Option(..., help=_help(_EVOLVE, "pool")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_EVOLVE, "out")),
+    seeds_per_round: Optional[int] = typer.Option(None, help=_help(_EVOLVE, "seeds_per_round")),
+    candidates: Optional[int] = typer.Option(None, help=_help(_EVOLVE, "candidates")),
+    outcome: Optional[str] = typer.Option(None, help=_help(_EVOLVE, "outcome")),
+    source: Optional[str] = typer.Option(None, help=_help(_EVOLVE, "source")),
+    temperature: Optional[float] = typer.Option(None, help=_help(_EVOLVE, "temperature")),
+    max_new_tokens: Optional[int] = typer.Option(None, help=_help(_EVOLVE, "max_new_tokens")),
+    seed: Optional[int] = typer.Option(None, help=_help(_EVOLVE, "seed")),
+    config: Optional[Path] = CONFIG_OPT,
+    force: bool = FORCE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add harder variations of high-variance tasks, written by the experience model."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import evolve as stage
+    from dreamgym_cli.ui import step_progress
+
+    c = cfg.build(stage.EvolveConfig, config, em=em, rollouts=rollouts, pool=pool, out=out_path,
+                  seeds_per_round=seeds_per_round, candidates=candidates, outcome=outcome,
+                  source=source, temperature=temperature, max_new_tokens=max_new_tokens,
+                  seed=seed, force=force or None)
+    with step_progress("tasks evolve") as update:
+        result = stage.run(c, progress=update)
+    emit(result, as_json, stage.render)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -76,7 +76,7 @@ def test_settings_and_limits_reach_the_task_spec(run_cli, tmp_path, tw_games):
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--env", "miniwob", "--suite", "click-button"], ["miniwob", "available: textworld"]),
+    (["--env", "minwob", "--suite", "click-button"], ["did you mean 'miniwob'"]),
     (["--env", "textworld", "--challenge", "tw-simpel"], ["did you mean 'tw-simple'"]),
     (["--env", "textworld", "--settings", "rewards=lots"], ["invalid choice"]),
     (["--env", "textworld", "--seeds", "3-1"], ["runs backwards"]),

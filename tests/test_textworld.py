@@ -207,5 +207,5 @@ def test_registry_names_and_did_you_mean():
     assert "textworld" in available_envs()
     with pytest.raises(InputError, match="did you mean 'textworld'"):
         make_env("textwrld")
-    with pytest.raises(InputError, match="unknown environment 'dream:EM'"):
-        make_env("dream:EM")  # the prefix form arrives with issue 3
+    with pytest.raises(InputError, match="unknown environment 'dreem:EM'"):
+        make_env("dreem:EM")  # an unknown prefix

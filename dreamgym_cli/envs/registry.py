@@ -22,9 +22,32 @@ def _textworld(**kwargs: Any) -> Env:
     return TextWorldEnv(**kwargs)
 
 
+def _miniwob(**kwargs: Any) -> Env:
+    from dreamgym_cli.envs.miniwob import MiniWoBEnv
+
+    return MiniWoBEnv(**kwargs)
+
+
+def _scienceworld(**kwargs: Any) -> Env:
+    from dreamgym_cli.envs.scienceworld import ScienceWorldEnv
+
+    return ScienceWorldEnv(**kwargs)
+
+
+def _babyai(**kwargs: Any) -> Env:
+    from dreamgym_cli.envs.babyai import BabyAIEnv
+
+    return BabyAIEnv(**kwargs)
+
+
 # name -> factory(**kwargs)
 _PLAIN: dict[str, Callable[..., Env]] = {
     "textworld": _textworld,
+    "miniwob": _miniwob,
+    "scienceworld": _scienceworld,
+    "babyai": _babyai,
+    "webarena": lambda **kw: __import__("dreamgym_cli.envs.webarena").envs.webarena.make(**kw),
+    "alfworld": lambda **kw: __import__("dreamgym_cli.envs.alfworld").envs.alfworld.make(**kw),
 }
 
 
@@ -37,6 +60,7 @@ def _dream(em_dir: str, **kwargs: Any) -> Env:
 # prefix -> factory(argument, **kwargs), for names written `prefix:argument`
 _PREFIXED: dict[str, Callable[..., Env]] = {
     "dream": _dream,
+    "agentgym": lambda a, **kw: __import__("dreamgym_cli.envs.agentgym").envs.agentgym.make(a, **kw),
 }
 
 

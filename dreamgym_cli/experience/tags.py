@@ -1,8 +1,8 @@
 """The fixed tags of model completions, and a tag reader that never raises.
 
 One place names every tag that a model writes — the experience model's `<think>`, `<next_state>`,
-`<reward>`, `<done>`, `<success>` and the policy's `<action>` — so the prompt, the training target
-and the parsers cannot drift apart.
+`<reward>`, `<done>`, `<success>`, the policy's `<action>` and the curriculum's `<task>` — so the
+prompt, the training target and the parsers cannot drift apart.
 
 Reading is a single left-to-right scan over tag markers (linear in the text, safe on any input):
 a field is the body between an opening tag and the first closing tag of the same name after it;
@@ -23,7 +23,8 @@ REWARD = "reward"
 DONE = "done"
 SUCCESS = "success"
 ACTION = "action"
-ALL_TAGS = (THINK, NEXT_STATE, REWARD, DONE, SUCCESS, ACTION)
+TASK = "task"  # a task variation written by the experience model (curriculum)
+ALL_TAGS = (THINK, NEXT_STATE, REWARD, DONE, SUCCESS, ACTION, TASK)
 
 # re.ASCII: case-insensitive for ASCII only (without it 'ſ' would match 's' and 'K' (Kelvin) 'k').
 _MARKER = re.compile(r"<(/?)(" + "|".join(ALL_TAGS) + r")>", re.IGNORECASE | re.ASCII)

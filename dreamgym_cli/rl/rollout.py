@@ -252,10 +252,8 @@ def open_batch_env(name: str, *, max_steps: int | None = None, workers: int | No
     from dreamgym_cli.envs.registry import make_env
     from dreamgym_cli.envs.vector import VectorEnv
 
-    if is_dream_env(name):  # built here until the env registry knows the `dream:` prefix
-        from dreamgym_cli.envs.dream import DreamEnv
-
-        return DreamEnv(name.split(":", 1)[1], store=store, max_steps=max_steps, seed=seed,
+    if is_dream_env(name):
+        return make_env(name, store=store, max_steps=max_steps, seed=seed,
                         policy_name=policy_name)
     make_env(name).close()  # an unknown name fails here, with its did-you-mean, not in a worker
     kwargs = {} if max_steps is None else {"max_steps": max_steps}

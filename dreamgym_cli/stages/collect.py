@@ -1,9 +1,10 @@
 """`dreamgym collect`: run a policy in a real env and write canonical trajectories.
 
 Policies (comma-separate several to collect each): `expert` follows the env's expert
-(TextWorld's `policy_commands`, recomputed from the current state every step), `random` picks
-uniformly among the admissible actions, `mixed` takes a random admissible action with probability
-ε and the expert's otherwise (so it recovers after a random move). Episodes run in a pool of
+(TextWorld's `policy_commands`, recomputed from the current state every step; MiniWoB's scripted
+expert; BabyAI's `BabyAIBot`; ScienceWorld's gold sequence), `random` picks uniformly among the
+admissible actions (or the env's `valid_actions()` where observations carry none), `mixed`
+takes a random admissible action with probability ε and the expert's otherwise (so it recovers after a random move). Episodes run in a pool of
 worker processes; each episode's randomness comes from (seed, policy, task id, episode index), so
 the output does not depend on the worker count or the order episodes finish in.
 
@@ -109,6 +110,13 @@ def _env_for(task: Task, max_steps: int | None):
     return _ENVS[key]
 
 
+def close_envs() -> None:
+    """Close the envs this process has opened for episodes."""
+    while _ENVS:
+        _, env = _ENVS.popitem()
+        env.close()
+
+
 def choose_action(policy: str, epsilon: float, admissible: list[str] | None, env: Any,
                   rng: random.Random) -> str:
     """The next action of `policy`; the expert falls back to random when it has no plan."""
@@ -117,6 +125,8 @@ def choose_action(policy: str, epsilon: float, admissible: list[str] | None, env
         action = env.expert_action()
         if action is not None:
             return action
+    if not admissible and callable(getattr(env, "valid_actions", None)):
+        admissible = env.valid_actions()  # envs too slow to list them every step (ScienceWorld)
     if not admissible:
         raise RuntimeError("no admissible action to choose from")
     return rng.choice(admissible)
@@ -213,9 +223,12 @@ def run_jobs(jobs: list[EpisodeJob], workers: int | None) -> list[tuple[dict, di
     results: list[Any] = [None] * len(jobs)
     with stderr_progress("episodes", total=len(jobs)) as advance:
         if n == 1:
-            for i, job in enumerate(jobs):
-                results[i] = run_episode(job)
-                advance()
+            try:
+                for i, job in enumerate(jobs):
+                    results[i] = run_episode(job)
+                    advance()
+            finally:
+                close_envs()  # in this process: do not keep browsers/JVMs open after the stage
             return results
         context = multiprocessing.get_context("spawn")  # fork is unsafe with threads/torch
         with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:

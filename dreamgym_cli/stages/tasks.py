@@ -6,6 +6,11 @@ file is a stage artifact (`<out>.manifest.json` beside it): an unchanged re-run 
 
     dreamgym tasks make --env textworld --challenge tw-simple --seeds 1-3 --split test \
         --out T.parquet
+    dreamgym tasks make --env miniwob --suite click-button,click-link,enter-text --seeds 1-3 \
+        --split test --out W.parquet
+
+MiniWoB, ScienceWorld and BabyAI are suite-based: `--suite` names their tasks and each env module
+builds the tasks itself (`make_tasks`), reading each task's instruction from the real env.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import SPLITS, Task
 
-TASK_ENVS = ("textworld",)  # envs that can make tasks today (miniwob & co. arrive with issue 7)
+# Suite-based envs: --suite names their tasks/levels, --seeds their seeds (ScienceWorld: variation
+# indices); each env module provides `make_tasks(suite, seeds, split, max_steps, advance)`.
+SUITE_ENVS = {
+    "miniwob": "dreamgym_cli.envs.miniwob",
+    "scienceworld": "dreamgym_cli.envs.scienceworld",
+    "babyai": "dreamgym_cli.envs.babyai",
+}
+TASK_ENVS = ("textworld", *SUITE_ENVS)
 MAX_SEEDS = 100_000
 
 
@@ -37,7 +49,9 @@ class MakeConfig:
                                    "tw-coin_collector, tw-treasure_hunter, tw-cooking.")
     settings: str | None = option(None, help="Challenge settings, e.g. "
                                   "'rewards=dense,goal=detailed' or 'level=5' or 'cook,cut'.")
-    suite: str | None = option(None, help="Comma-separated task names (miniwob, ...).")
+    suite: str | None = option(None, help="Comma-separated task names: MiniWoB tasks "
+                               "(click-button,...), ScienceWorld tasks (seeds = variations), "
+                               "BabyAI level ids (BabyAI-GoToLocal-v0,...).")
     max_steps: int | None = option(None, help="Step limit recorded in each task spec "
                                    "(default: per challenge, 50 for tw-simple).")
     data_dir: Path | None = option(None, help="Where generated games are cached "
@@ -85,6 +99,8 @@ def _check_config(config: MakeConfig) -> None:
 def make(config: MakeConfig) -> dict[str, Any]:
     """Generate (or reuse) the games and write the task file; a JSON-ready summary."""
     _check_config(config)
+    if config.env in SUITE_ENVS:
+        return _make_suite(config)
     start = time.perf_counter()
     if config.suite:
         raise InputError("--suite is for suite-based envs (miniwob, ...); TextWorld uses "
@@ -141,6 +157,46 @@ def _textworld_tasks(challenge: str, settings: dict[str, Any], seeds: list[int],
     return tasks, generated
 
 
+def parse_suite(config: MakeConfig) -> list[str]:
+    names = [n.strip() for n in (config.suite or "").split(",") if n.strip()]
+    if not names:
+        raise InputError(f"expected --suite with comma-separated {config.env} task names",
+                         field="suite")
+    if config.challenge or config.settings:
+        raise InputError(f"--challenge/--settings are for TextWorld; {config.env} takes --suite",
+                         field="challenge" if config.challenge else "settings")
+    if len(set(names)) != len(names):
+        raise InputError(f"a task is listed twice in {config.suite!r}", field="suite")
+    return names
+
+
+def _make_suite(config: MakeConfig) -> dict[str, Any]:
+    """Tasks for a suite-based env: one per (suite name, seed), instructions read from the env."""
+    import importlib
+
+    start = time.perf_counter()
+    suite, seeds = parse_suite(config), parse_seeds(config.seeds)
+    resolved = dict(to_dict(config), suite=",".join(suite))
+    key_config = {k: v for k, v in resolved.items() if k != "force"}
+    summary = {"out": str(config.out), "env": config.env, "suite": suite, "split": config.split}
+    with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
+                               force=config.force, fingerprint_config=key_config) as run:
+        if run.up_to_date:
+            metrics = run.previous.get("metrics", {})
+            return {**summary, **metrics, "skipped": True,
+                    "seconds": round(time.perf_counter() - start, 3)}
+        module = importlib.import_module(SUITE_ENVS[config.env])
+        with stderr_progress(f"{config.env} tasks", total=len(suite) * len(seeds)) as advance:
+            tasks = module.make_tasks(suite, seeds, config.split, config.max_steps, advance)
+        from dreamgym_cli.trajectories import write_tasks
+
+        write_tasks(run.tmp, tasks)
+        metrics = {"count": len(tasks)}
+        run.commit(metrics=metrics)
+    return {**summary, **metrics, "skipped": False,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
 @contextlib.contextmanager
 def stderr_progress(description: str, total: int | None = None) -> Iterator[Callable[[], None]]:
     """A transient rich progress bar on stderr (stdout stays clean for --json); yields advance()."""
@@ -157,6 +213,12 @@ def render_make(result: dict[str, Any]) -> None:
     from rich.console import Console
 
     verb = "up to date" if result.get("skipped") else "wrote"
+    if "suite" in result:
+        Console().print(
+            f"{verb} [bold]{result['out']}[/]: {result['count']} {result['env']} tasks "
+            f"({', '.join(result['suite'])}; split {result['split']}) "
+            f"in {result['seconds']:.1f}s", highlight=False, soft_wrap=True)
+        return
     Console().print(
         f"{verb} [bold]{result['out']}[/]: {result['count']} {result['env']} tasks "
         f"({result['challenge']}, {result['settings_key']}, split {result['split']}); "

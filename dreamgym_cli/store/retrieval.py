@@ -11,7 +11,9 @@ the content hashes in the order the embeddings table holds them. The index is va
 are a prefix of that order; it is then extended with the rest, otherwise rebuilt.
 
 A retrieved transition is one step with that content (the first by episode_id, t that passes the
-filters), with its `score` (cosine similarity to the query).
+filters), with its `score` (cosine similarity to the query). The step fields come from one DuckDB
+query per batch over the steps segments; it dominates end-to-end latency (bench, 25K steps on the
+loaded 2-core machine: p50 12 ms for one query, 38 ms for a batch of 64, vs ~0.3 ms in the index).
 """
 
 from __future__ import annotations

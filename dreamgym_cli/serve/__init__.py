@@ -1,0 +1,1 @@
+"""`dreamgym serve`: envs over AgentGym's HTTP protocol (sessions + FastAPI app)."""

@@ -1,0 +1,194 @@
+"""`dreamgym serve`: the dream env (or a real env) behind AgentGym's HTTP protocol.
+
+    dreamgym serve --em EM --env-name textworld --port 36001
+    dreamgym serve --env textworld --tasks T.parquet --port 36002
+
+AgentGym-RL and agentenv scripts train against it by changing only the server address. The task
+list (`--tasks`; for the dream env by default the tasks of the model's replay store whose env is
+`--env-name`, ordered by task id) is what `/reset`'s `data_idx` indexes. Binds 127.0.0.1 unless
+`--host` says otherwise: the protocol has no authentication. Everything is checked before the
+model loads or the port opens; the server runs until interrupted (Ctrl-C / SIGTERM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from dreamgym_cli.config import option
+from dreamgym_cli.errors import InputError
+from dreamgym_cli.schema import Task
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    em: Path | None = option(None, help="Experience-model directory: serve the dream env.")
+    env: str | None = option(None, help="Real env to serve instead (textworld, ...).")
+    env_name: str | None = option(None, help="Env name the server reports and, for --em, whose "
+                                  "tasks it serves (default: the tasks' env).")
+    tasks: Path | None = option(None, help="Task file; data_idx N plays its N-th task (--em "
+                                "default: the tasks in the model's replay store).")
+    host: str = option("127.0.0.1", help="Address to bind (no authentication: keep it local).")
+    port: int = option(36001, help="TCP port.")
+    dialect: str = option("id", help="AgentGym dialect: id (canonical) or env_idx (webshop).")
+    max_sessions: int = option(64, help="Open sessions at most; the least recently used idle "
+                               "one is closed to make room.")
+    idle_timeout: float = option(600.0, help="Seconds without a request before a session is "
+                                 "closed.")
+    max_steps: int | None = option(None, help="Step limit per episode (default: the task's).")
+    store: Path | None = option(None, help="Replay store the dream env retrieves from (default: "
+                                "the model's training store).")
+    max_new_tokens: int | None = option(None, help="Dream env: tokens generated per step at most "
+                                        "(default: the model's setting).")
+    max_retries: int = option(2, help="Dream env: regenerations of an unparseable completion.")
+
+    def __post_init__(self):
+        if (self.em is None) == (self.env is None):
+            raise InputError("give either --em EM (the dream env) or --env NAME (a real env)",
+                             field="em")
+        if self.env is not None and self.env.startswith("dream:"):
+            object.__setattr__(self, "em", Path(self.env.split(":", 1)[1]))
+            object.__setattr__(self, "env", None)
+        for name in ("em", "tasks", "store"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.dialect not in ("id", "env_idx"):
+            raise InputError(f"expected id or env_idx, got {self.dialect!r}", field="dialect")
+        if not 0 < self.port < 65536:
+            raise InputError(f"expected a port in 1-65535, got {self.port}", field="port")
+        if self.max_retries < 0:
+            raise InputError(f"expected >= 0, got {self.max_retries}", field="max_retries")
+        for name in ("max_sessions", "max_steps", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"expected >= 1, got {value}", field=name)
+        if self.idle_timeout <= 0:
+            raise InputError(f"expected seconds > 0, got {self.idle_timeout}",
+                             field="idle_timeout")
+
+
+def _dream_parts(config: ServeConfig) -> tuple[Callable[[], Any], list[Task], str, str]:
+    """(env factory, tasks, env name, description) for the dream env; one model, shared."""
+    from dreamgym_cli.envs.dream import DreamEnv
+    from dreamgym_cli.experience.examples import EM_SETTINGS_FILE, EMSettings
+    from dreamgym_cli.store import ReplayStore
+
+    if not (config.em / EM_SETTINGS_FILE).is_file():
+        raise InputError(f"not an experience-model directory (no {EM_SETTINGS_FILE}); make one "
+                         "with `dreamgym train-em`", file=config.em, field="em")
+    settings = EMSettings.load(config.em)
+    store_path = config.store or (Path(settings.store) if settings.store else None)
+    if store_path is not None and not store_path.is_dir():
+        raise InputError("replay store not found", file=store_path, field="store")
+    store = ReplayStore.open(store_path) if store_path else None
+    if config.tasks is not None:
+        tasks = _read_tasks(config.tasks, config.env_name)
+    elif store is not None:
+        tasks = sorted((t for t in store.tasks()
+                        if config.env_name is None or t.env == config.env_name),
+                       key=lambda t: t.task_id)
+        if not tasks:
+            raise InputError(f"the model's store has no tasks for env {config.env_name!r}; "
+                             "pass --tasks", file=store_path, field="env_name")
+    else:
+        raise InputError("the model records no replay store: pass --tasks", field="tasks")
+    from dreamgym_cli.llm.models import load_model
+
+    model, tokenizer = load_model(config.em)
+
+    def factory() -> DreamEnv:
+        env = DreamEnv(config.em, store=store, model=model, tokenizer=tokenizer,
+                       max_steps=config.max_steps, max_retries=config.max_retries,
+                       policy_name="serve")
+        if config.max_new_tokens is not None:
+            env.settings = dataclasses.replace(env.settings, max_new_tokens=config.max_new_tokens)
+        return env
+
+    return factory, tasks, config.env_name or tasks[0].env, f", dream model {config.em}"
+
+
+def _real_parts(config: ServeConfig) -> tuple[Callable[[], Any], list[Task], str, str]:
+    from dreamgym_cli.envs.registry import make_env
+
+    if config.tasks is None:
+        raise InputError(f"serving a real env needs --tasks (a task file for {config.env})",
+                         field="tasks")
+    tasks = _read_tasks(config.tasks, None)
+    kwargs = {} if config.max_steps is None else {"max_steps": config.max_steps}
+    make_env(config.env, **kwargs).close()  # an unknown name fails now, with its did-you-mean
+    wrong = [t for t in tasks if t.env != config.env]
+    if wrong:
+        raise InputError(f"task {wrong[0].task_id!r} is for env {wrong[0].env!r}, not "
+                         f"{config.env!r}", file=config.tasks, field="env")
+    return (lambda: make_env(config.env, **kwargs)), tasks, config.env_name or config.env, ""
+
+
+def _read_tasks(path: Path, env_name: str | None) -> list[Task]:
+    from dreamgym_cli.trajectories import read_tasks
+
+    tasks = read_tasks(path)
+    if env_name is not None:
+        tasks = [t for t in tasks if t.env == env_name] or tasks
+    return tasks
+
+
+def prepare(config: ServeConfig):
+    """(FastAPI app, session pool, summary) — everything short of opening the port."""
+    from dreamgym_cli.serve.app import build_app
+    from dreamgym_cli.serve.sessions import SessionPool
+
+    factory, tasks, env_name, description = (_dream_parts(config) if config.em is not None
+                                             else _real_parts(config))
+    # The dream env's model generates for one request at a time; real envs run in parallel.
+    lock = threading.Lock() if config.em is not None else None
+    pool = SessionPool(factory, max_sessions=config.max_sessions,
+                       idle_timeout=config.idle_timeout, compute_lock=lock)
+    app = build_app(pool, tasks, env_name=env_name, dialect=config.dialect,
+                    description=description)
+    summary = {"url": f"http://{config.host}:{config.port}", "env_name": env_name,
+               "dream": config.em is not None, "dialect": config.dialect, "tasks": len(tasks)}
+    return app, pool, summary
+
+
+def run(config: ServeConfig, announce: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Serve until interrupted; the summary with session counts."""
+    import uvicorn
+
+    _check_port_free(config.host, config.port)
+    app, pool, summary = prepare(config)
+    if config.host not in LOOPBACK:
+        print(f"warning: serving on {config.host}: anyone who can reach this port can use the "
+              "env (the AgentGym protocol has no authentication)", file=sys.stderr)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port,
+                                           log_level="warning", access_log=False))
+    if announce is not None:
+        announce(summary)
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind (taken between our check and now)
+        raise InputError(f"cannot listen on {config.host}:{config.port}", field="port") from None
+    finally:
+        pool.close_all()
+    return {**summary, **pool.stats}
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InputError(f"cannot resolve host {host!r} ({e})", field="host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise InputError(f"cannot listen on {host}:{port} ({e.strerror}); pick another "
+                             "--port", field="port") from None
