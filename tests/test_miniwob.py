@@ -1,5 +1,5 @@
-"""MiniWoB++ in real headless Chromium: state/action format, the scripted expert, and the DESIGN §12
-`tasks make` + `collect` commands end to end."""
+"""MiniWoB++ in real headless Chromium: state/action format, the scripted expert, and the
+DESIGN §12 `tasks make` + `collect` commands end to end."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def test_invalid_moves_are_reported_and_the_expert_recovers():
         assert 'value "wrong text"' in wrong.observation.text
         assert env.expert_action() == f'{field}] "{target}"'  # typing replaces the text
         fixed = env.step(env.expert_action())
-        assert f'value "{target}"' in fixed.observation.text and "wrong" not in fixed.observation.text
+        assert f'value "{target}"' in fixed.observation.text
+        assert "wrong" not in fixed.observation.text
         final = env.step(env.expert_action())
         assert final.done and final.success and final.reward == 1.0
     finally:

@@ -53,7 +53,7 @@ def browser_paths() -> tuple[str, str] | None:
 
 @lru_cache(maxsize=1)
 def available_tasks() -> tuple[str, ...]:
-    """MiniWoB task names shipped in the installed wheel (flight.* tasks need a server: left out)."""
+    """MiniWoB task names shipped in the wheel (flight.* pages need an HTTP server: left out)."""
     try:
         from miniwob.selenium_instance import HTML_DIR
     except ImportError:

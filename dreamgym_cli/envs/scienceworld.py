@@ -33,7 +33,8 @@ from dreamgym_cli.schema import Task
 
 ENV_NAME = "scienceworld"
 DEFAULT_MAX_STEPS = 100
-INSTALL_HINT = "ScienceWorld needs the `science` extra (pip install 'dreamgym[science]') and Java 17"
+INSTALL_HINT = ("ScienceWorld needs the `science` extra (pip install 'dreamgym[science]') "
+                "and Java 17")
 
 
 def _collapse(text: str | None) -> str:

@@ -4,8 +4,9 @@ Policies (comma-separate several to collect each): `expert` follows the env's ex
 (TextWorld's `policy_commands`, recomputed from the current state every step; MiniWoB's scripted
 expert; BabyAI's `BabyAIBot`; ScienceWorld's gold sequence), `random` picks uniformly among the
 admissible actions (or the env's `valid_actions()` where observations carry none), `mixed`
-takes a random admissible action with probability ε and the expert's otherwise (so it recovers after a random move). Episodes run in a pool of
-worker processes; each episode's randomness comes from (seed, policy, task id, episode index), so
+takes a random admissible action with probability ε and the expert's otherwise (so it recovers
+after a random move, where the expert is state-dependent). Episodes run in a pool of worker
+processes; each episode's randomness comes from (seed, policy, task id, episode index), so
 the output does not depend on the worker count or the order episodes finish in.
 
     dreamgym collect --tasks T.parquet --policy expert --episodes-per-task 1 --out E.jsonl
