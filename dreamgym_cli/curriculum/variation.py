@@ -328,7 +328,7 @@ def em_candidate_generator(backend, tokenizer, *, temperature: float = 1.0,
 
 
 def load_em_generator(em: str | Path | tuple, **options) -> CandidateGenerator:
-    """A generator from an EM directory (loaded with `llm.models.load_model`) or (model, tokenizer)."""
+    """A generator over an EM directory (`llm.models.load_model`) or a (model, tokenizer) pair."""
     from dreamgym_cli.llm.generate import open_backend
     from dreamgym_cli.llm.models import load_model
 

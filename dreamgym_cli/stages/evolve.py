@@ -107,13 +107,13 @@ def _read_trajectory_file(path: Path, source: str):
         if source != "all" and episode["source"] != source:
             continue
         episodes.append(episode)
-        first = steps[0] if steps else None
-        is_real = episode["source"] == "real"
-        if first is not None and first["t"] == 0 and (episode["task_id"] not in states
-                                                      or (is_real and episode["task_id"] not in real)):
-            states[episode["task_id"]] = (first["state"], tuple(first.get("admissible") or ()))
+        task_id, is_real = episode["task_id"], episode["source"] == "real"
+        first = steps[0] if steps and steps[0]["t"] == 0 else None
+        # the first real start state wins; a synthetic one only until a real one is seen
+        if first is not None and (task_id not in states or (is_real and task_id not in real)):
+            states[task_id] = (first["state"], tuple(first.get("admissible") or ()))
             if is_real:
-                real.add(episode["task_id"])
+                real.add(task_id)
     return episodes, states
 
 
@@ -168,7 +168,8 @@ def _evolve(config: EvolveConfig, pool, progress, generate, embed):
     result = evolve_pool(None, pool, variances, seeds_per_round=config.seeds_per_round,
                          candidates=config.candidates, initial_states=states, seed=config.seed,
                          generate=lazy_generate, embed=embed)
-    result.metrics.update({"curriculum/episodes": len(ids), "curriculum/episodes_ignored": ignored,
+    result.metrics.update({"curriculum/episodes": len(ids),
+                           "curriculum/episodes_ignored": ignored,
                            "curriculum/outcome": config.outcome})
     if progress:
         progress(steps, steps, {})
