@@ -136,7 +136,7 @@ def test_vector_env_plays_the_expert_to_a_win(tw_simple_tasks):  # noqa: F811
 
 
 def test_env_safe_removes_what_the_interpreter_would_choke_on():
-    from dreamgym_cli.rl.rollout import env_safe
+    from dreamgym_cli.envs.base import clean_action as env_safe
 
     assert env_safe("\\x go  east\n") == "x go east"
     assert env_safe("take key\x00") == "take key"

@@ -101,6 +101,7 @@ class AlfWorldEnv:
         self.root = data_dir(data)  # a clear error before any work
         self.max_steps = max_steps
         self._gym, self._t, self._limit, self._done = None, 0, 50, True
+        self._info: dict = {}
 
     def reset(self, task: Task) -> Observation:
         try:
@@ -141,7 +142,7 @@ class AlfWorldEnv:
                           1.0 if won else 0.0, self._done, won, {"truncated": truncated})
 
     def expert_action(self) -> str | None:
-        plan = (self._info or {}).get("extra.expert_plan") if self._gym else None
+        plan = self._info.get("extra.expert_plan") if self._gym else None
         return plan[0] if plan else None
 
     def close(self) -> None:

@@ -51,3 +51,13 @@ class ExpertEnv(Env, Protocol):
 
 def has_expert(env: Any) -> bool:
     return callable(getattr(env, "expert_action", None))
+
+
+def clean_action(action: str) -> str:
+    """The action without backslashes and control characters, whitespace collapsed.
+
+    TextWorld's interpreter (dumb-frotz) reads a leading backslash as one of its own commands and
+    then loops forever asking for more; no env command needs either, so they are never sent.
+    """
+    cleaned = "".join(" " if ch == "\\" or not ch.isprintable() else ch for ch in action)
+    return " ".join(cleaned.split())

@@ -216,7 +216,7 @@ class TextWorldEnv:
     def step(self, action: str) -> StepResult:
         if self._gym is None or self._done:
             raise RuntimeError("the episode is over (or never started): call reset(task) first")
-        _, score, game_over, infos = self._gym.step(action)
+        _, score, game_over, infos = self._gym.step(clean_action(action))
         self._t += 1
         reward = float(score) - self._score
         self._score, self._infos = float(score), infos

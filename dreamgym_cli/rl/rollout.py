@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from dreamgym_cli.envs.base import clean_action
 from dreamgym_cli.schema import Task, now_utc
 
 ACTION_STOP = "</action>"
@@ -148,7 +149,7 @@ def _decide(backend, tokenizer, count, settings: RolloutSettings, episodes, obse
     for i, ids, (c,) in zip(active, prompt_ids, completions):
         obs = observations[i]
         parsed = parse_action(_answer_text(tokenizer, c))
-        action = env_safe(parsed.action)
+        action = clean_action(parsed.action)
         allowed = None if obs.admissible is None else action in obs.admissible
         episodes[i].turns.append(Turn(
             state=obs.text, admissible=obs.admissible, prompt_ids=list(c.prompt_ids or ids),
@@ -156,16 +157,6 @@ def _decide(backend, tokenizer, count, settings: RolloutSettings, episodes, obse
             action=action, valid_format=parsed.valid_format, in_admissible=allowed))
         actions[i] = action
     return actions
-
-
-def env_safe(action: str) -> str:
-    """The action without backslashes and control characters, whitespace collapsed.
-
-    TextWorld's interpreter (dumb-frotz) reads a leading backslash as one of its own commands and
-    then loops forever asking for more; no env command needs either, so they are never sent.
-    """
-    cleaned = "".join(" " if ch == "\\" or not ch.isprintable() else ch for ch in action)
-    return " ".join(cleaned.split())
 
 
 def _answer_text(tokenizer, completion) -> str:
