@@ -38,7 +38,8 @@ system-deps:
 	else echo "the web/science tests need: apt-get install $(strip $(SYSTEM_PKGS)) (as root)"; fi
 
 test: venv system-deps
-	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+	# two xdist workers on two cores: one thread each (oversubscribed OpenMP threads spin and crawl)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow" tests

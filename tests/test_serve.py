@@ -221,3 +221,32 @@ def test_serve_rejects_bad_input_before_serving(run_cli, tw_simple_file, tmp_pat
         code, _, err = run_cli("serve", "--env", "textworld", "--tasks", tw_simple_file,
                                "--port", taken.getsockname()[1])
     assert code == 2 and "cannot listen" in err
+
+
+def test_sigterm_stops_the_server_and_prints_the_json_summary(tw_simple_file, tmp_path):  # noqa: F811
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.serve_fixtures import _wait_ready
+
+    port = free_port()
+    err_path = tmp_path / "serve.err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "dreamgym_cli.cli", "serve", "--env",
+                                 "textworld", "--tasks", str(tw_simple_file), "--port", str(port),
+                                 "--json"], stdout=subprocess.PIPE, stderr=err,
+                                env=dict(os.environ), text=True)
+    try:
+        _wait_ready(proc, f"http://127.0.0.1:{port}", err_path)
+        assert httpx.post(f"http://127.0.0.1:{port}/create").json() == {"id": 0}
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    summary = json.loads(out)
+    assert summary["created"] == 1 and summary["closed"] == 1 and summary["tasks"] == 3
+    assert summary["url"] == f"http://127.0.0.1:{port}" and summary["dialect"] == "id"

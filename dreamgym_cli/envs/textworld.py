@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult
+from dreamgym_cli.envs.base import Observation, StepResult, clean_action
 from dreamgym_cli.envs.textworld_games import (
     DEFAULT_MAX_STEPS, check_challenge, check_seed, default_data_dir, ensure_game,
     game_is_complete, game_objective, normalize_settings, resolve_inside,

@@ -275,13 +275,17 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     """Run the iterations; metrics per iteration in run_dir/metrics.jsonl. A summary dict.
 
     on_episodes(iteration, episodes) -> dict: called after each rollout (replay enrichment).
-    A sampler with an `observe(episodes)` method is told each iteration's episodes (curriculum).
+    A sampler with an `observe(episodes)` method is told each iteration's episodes and may return
+    metrics for the iteration (curriculum); one with `save(run_dir)` / `resume(run_dir, start)`
+    keeps its state with the checkpoints.
     real_env: count env steps against `settings.max_real_steps`.
     """
     from dreamgym_cli.rl.checkpoint import MetricsLog, load_checkpoint, save_checkpoint
 
     sampler = sampler or uniform_sampler(pool)
     start, used = load_checkpoint(run_dir, learner) if resume else (0, 0)
+    if resume and callable(getattr(sampler, "resume", None)):
+        sampler.resume(run_dir, start)  # a stateful sampler (curriculum) back to the checkpoint
     log = MetricsLog(run_dir / "metrics.jsonl", keep_until=start)
     budget = settings.max_real_steps if real_env else None
     first, last = None, {}
@@ -298,6 +302,8 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
             last = metrics
             if settings.checkpoint_every and (it + 1) % settings.checkpoint_every == 0:
                 save_checkpoint(run_dir, learner, it + 1, used)
+                if callable(getattr(sampler, "save", None)):
+                    sampler.save(run_dir)
             if progress is not None:
                 progress(it + 1, settings.iterations, metrics)
     finally:
@@ -317,7 +323,7 @@ def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
     metrics: dict[str, Any] = rollout_metrics(episodes)
     observe = getattr(sampler, "observe", None)
     if callable(observe):
-        observe(episodes)
+        metrics.update(observe(episodes) or {})  # the curriculum's metrics, when it has any
     if on_episodes is not None:
         metrics.update(on_episodes(it, episodes) or {})
     t1 = time.perf_counter()

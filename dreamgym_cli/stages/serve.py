@@ -164,8 +164,8 @@ def run(config: ServeConfig, announce: Callable[[dict], None] | None = None) -> 
     if config.host not in LOOPBACK:
         print(f"warning: serving on {config.host}: anyone who can reach this port can use the "
               "env (the AgentGym protocol has no authentication)", file=sys.stderr)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port,
-                                           log_level="warning", access_log=False))
+    server = _stoppable_server_class()(uvicorn.Config(app, host=config.host, port=config.port,
+                                                      log_level="warning", access_log=False))
     if announce is not None:
         announce(summary)
     try:
@@ -175,6 +175,20 @@ def run(config: ServeConfig, announce: Callable[[dict], None] | None = None) -> 
     finally:
         pool.close_all()
     return {**summary, **pool.stats}
+
+
+def _stoppable_server_class():
+    import uvicorn
+
+    class StoppableServer(uvicorn.Server):
+        """Ctrl-C / SIGTERM stop serving and return, so the summary is still printed (uvicorn
+        itself re-raises the signal after shutting down, which ends the process first)."""
+
+        def handle_exit(self, sig, frame) -> None:
+            self.force_exit = self.should_exit  # a second Ctrl-C: stop waiting for requests
+            self.should_exit = True
+
+    return StoppableServer
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -9,6 +9,13 @@ With a real env, `--max-real-steps N` is the sim-to-real budget: training stops 
 steps are spent (never more) and `real_steps_used` is in the manifest's metrics. Episodes from RL
 rollouts go into the store (dream: `source=synthetic`, the paper's co-evolving replay buffer)
 unless `--no-enrich`.
+
+In a dream env the curriculum is on unless `--no-curriculum` (DESIGN §8,
+`curriculum/sampler.py`): batches hold at most `--lambda` generated tasks, and every
+`--curriculum-every` iterations the experience model writes variations of the
+`--seeds-per-round` tasks with the largest reward variance (`--candidates` each). The
+`curriculum/*` metrics are in metrics.jsonl per iteration (on or off); the tasks a run generated
+are in `generated_tasks.jsonl` of the policy directory and, with their parents, in the manifest.
 """
 
 from __future__ import annotations
@@ -63,6 +70,16 @@ class TrainAgentConfig:
     think: bool | None = option(None, help="Answer with <think> first (default: the policy's).")
     temperature: float = option(1.0, help="Sampling temperature of RL rollouts.")
     enrich: bool = option(True, help="Add RL episodes to the store (--no-enrich: ablation).")
+    curriculum: bool = option(True, help="Dream env: grow the pool with variations of "
+                              "high-variance tasks (--no-curriculum: the 'w/o task generation' "
+                              "ablation, uniform sampling). Real envs: always off.")
+    curriculum_every: int = option(1, help="Curriculum: iterations between task-generation "
+                                   "rounds.")
+    lambda_: float = option(0.3, help="Curriculum: largest fraction of generated tasks in a "
+                            "batch.")
+    seeds_per_round: int = option(4, help="Curriculum: seed tasks per round (top-m by reward "
+                                  "variance, V > 0).")
+    candidates: int = option(4, help="Curriculum: candidate variations sampled per seed task.")
     workers: int | None = option(None, help="Real env worker processes (0: in process).")
     full: bool = option(False, help="Pretrained base: train all weights instead of LoRA.")
     lora_r: int = option(16, help="LoRA rank (pretrained bases).")
@@ -89,10 +106,13 @@ class TrainAgentConfig:
         if self.algo != "sft" and self.tasks is None:
             raise InputError(f"{self.algo} needs a task file: pass --tasks", field="tasks")
         for name in ("iterations", "batch_size", "group_size", "batch_tasks",
-                     "max_steps_per_episode", "ppo_epochs", "mini_batches", "micro_batch_turns"):
+                     "max_steps_per_episode", "ppo_epochs", "mini_batches", "micro_batch_turns",
+                     "curriculum_every", "seeds_per_round", "candidates"):
             if getattr(self, name) < 1:
                 raise InputError(f"expected an integer >= 1, got {getattr(self, name)}",
                                  field=name)
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise InputError(f"expected a fraction in [0, 1], got {self.lambda_}", field="lambda")
         for name in ("max_steps", "max_real_steps", "max_new_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -63,6 +63,8 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     from dreamgym_cli.rl.trainer import make_learner, train
     from dreamgym_cli.rl.value_head import load_value_head
     from dreamgym_cli.stages.train_agent import checkpoint_dir, policy_name, remove_checkpoints
+    from dreamgym_cli.stages.train_agent_curriculum import (curriculum_report,
+                                                            curriculum_status, make_sampler)
     from dreamgym_cli.stages.train_agent_sft import load_start_model
 
     pool = read_task_pool(config.tasks)
@@ -91,19 +93,23 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
         on_episodes = _enricher(enrich_store, "synthetic" if dream else "real",
                                 policy_name(config)) if config.enrich else None
         run_dir = checkpoint_dir(config)
+        sampler = make_sampler(config, env, pool, dream)
         summary = train(learner, env, pool, rl, rollout, run_dir=run_dir, resume=config.resume,
-                        on_episodes=on_episodes, real_env=not dream, progress=progress)
+                        sampler=sampler, on_episodes=on_episodes, real_env=not dream,
+                        progress=progress)
     finally:
         env.close()
     save_policy(model, tokenizer, out_dir, settings, value_head)
+    curriculum_metrics, curriculum_extra = curriculum_report(
+        sampler, out_dir, curriculum_status(config, dream))
     shutil.copyfile(run_dir / "metrics.jsonl", out_dir / "metrics.jsonl")
     remove_checkpoints(config)
     metrics = {k: v for k, v in (summary["last"] or {}).items() if k != "real_steps_used"}
     metrics.update({"iterations_run": summary["iterations_run"],
                     "real_steps_used": summary["real_steps_used"], "env": env_name,
                     "enriched_store": str(enrich_store.path) if on_episodes and enrich_store
-                    else None})
-    return metrics, {"first_iteration": summary["first"]}
+                    else None, **curriculum_metrics})
+    return metrics, {"first_iteration": summary["first"], **curriculum_extra}
 
 
 def _open_store(path: Path | None):

@@ -1,0 +1,139 @@
+"""Write REPORT.md (+ PNGs) for a demo run directory from its stage artifacts.
+
+    python pipelines/report.py runs/demo
+
+Reads: fidelity/ (eval-em), policy_*/metrics.jsonl (train-agent), eval_*/results.json (eval),
+and the manifests for compute. Prints the success table and writes REPORT.md, curves.png and
+success.png into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROWS = [("SFT on offline data", "sft"), ("GRPO in DreamGym (0 real steps)", "dream"),
+        ("GRPO in the real env", "real")]
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _seconds(manifest: dict | None) -> float | None:
+    from datetime import datetime
+
+    if not manifest:
+        return None
+    try:
+        start = datetime.fromisoformat(manifest["started_at"])
+        end = datetime.fromisoformat(manifest["finished_at"])
+    except (KeyError, ValueError):
+        return None
+    return round((end - start).total_seconds(), 1)
+
+
+def success_rows(run: Path) -> list[dict]:
+    rows = []
+    for label, key in ROWS:
+        result = _load(run / f"eval_{key}" / "results.json")
+        manifest = _load(run / f"policy_{key}" / "manifest.json")
+        if result is None:
+            continue
+        metrics = (manifest or {}).get("metrics", {})
+        lo, hi = result["success_ci95"]
+        rows.append({"row": label, "key": key, "success": result["success_rate"], "lo": lo,
+                     "hi": hi, "episodes": result["episodes"],
+                     "mean_return": result["mean_return"],
+                     "invalid_action_rate": result.get("invalid_action_rate"),
+                     "real_steps": metrics.get("real_steps_used", 0 if key != "real" else None),
+                     "train_seconds": _seconds(manifest)})
+    return rows
+
+
+def plot_curves(run: Path, out: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {}
+    for key in ("dream", "real"):
+        path = run / f"policy_{key}" / "metrics.jsonl"
+        if path.is_file():
+            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            series[key] = lines
+    if not series:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key, lines in series.items():
+        its = [m.get("iteration", i + 1) for i, m in enumerate(lines)]
+        axes[0].plot(its, [m.get("rollout/success_rate", 0) for m in lines], marker="o",
+                     label=f"GRPO {key}")
+        axes[1].plot(its, [m.get("train/loss", 0) for m in lines], marker="o", label=key)
+    axes[0].set_title("rollout success rate (training env)")
+    axes[1].set_title("train/loss")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_success(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    xs = range(len(rows))
+    ax.bar(xs, [r["success"] for r in rows], color="#4c72b0",
+           yerr=[[r["success"] - r["lo"] for r in rows], [r["hi"] - r["success"] for r in rows]],
+           capsize=6)
+    ax.set_xticks(list(xs), [r["key"] for r in rows])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success on held-out real games")
+    ax.set_title("95 % Wilson intervals")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(run: Path) -> int:
+    rows = success_rows(run)
+    fidelity = _load(run / "fidelity" / "fidelity.json")
+    lines = [f"# DreamGym demo report\n", f"Run directory: `{run}`\n",
+             "## Success on held-out real games\n",
+             "| policy | success | 95 % CI | episodes | mean return | invalid actions | "
+             "real steps in RL | train s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['success']:.2f} | [{r['lo']:.2f}, {r['hi']:.2f}] | "
+                     f"{r['episodes']} | {r['mean_return']:.2f} | "
+                     f"{r['invalid_action_rate'] if r['invalid_action_rate'] is not None else '-'}"
+                     f" | {r['real_steps'] if r['real_steps'] is not None else '-'} | "
+                     f"{r['train_seconds'] if r['train_seconds'] is not None else '-'} |")
+    if rows:
+        plot_success(rows, run / "success.png")
+        lines.append("\n![success](success.png)\n")
+    if fidelity:
+        lines += ["## Experience-model fidelity (held-out real transitions)\n",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in fidelity["metrics"].items()]
+        lines.append("\n![fidelity](fidelity/fidelity.png)\n")
+    if plot_curves(run, run / "curves.png"):
+        lines += ["## Learning curves\n", "![curves](curves.png)\n"]
+    (run / "REPORT.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:4 + len(rows) + 1]))
+    print(f"\nwrote {run / 'REPORT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python pipelines/report.py RUN_DIR", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(Path(sys.argv[1])))
