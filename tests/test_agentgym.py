@@ -210,3 +210,18 @@ def _read_request(conn) -> str | None:
     while len(body) < length:
         body += conn.recv(4096)
     return (head + b"\r\n\r\n" + body).decode()
+
+
+def test_tasks_make_for_agentgym_needs_no_server(tmp_path, run_cli):
+    import json
+
+    from dreamgym_cli.trajectories import read_tasks
+
+    out = tmp_path / "W.parquet"
+    code, stdout, err = run_cli("tasks", "make", "--env", "agentgym:webshop@http://127.0.0.1:9",
+                                "--seeds", "3-5", "--split", "test", "--out", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["count"] == 3
+    tasks = read_tasks(out)
+    assert [t.task_id for t in tasks] == ["webshop_3", "webshop_4", "webshop_5"]
+    assert [t.spec["data_idx"] for t in tasks] == [3, 4, 5] and tasks[0].split == "test"

@@ -82,8 +82,15 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _check_config(config: MakeConfig) -> None:
+    if config.env.startswith("agentgym:"):
+        return _check_common(config)
     if config.env not in TASK_ENVS:
-        raise unknown_name("environment for `tasks make`", config.env, TASK_ENVS, field="env")
+        raise unknown_name("environment for `tasks make`", config.env,
+                           (*TASK_ENVS, "agentgym:<name>@<url>"), field="env")
+    _check_common(config)
+
+
+def _check_common(config: MakeConfig) -> None:
     if config.split not in SPLITS:
         raise InputError(f"expected one of {', '.join(SPLITS)}, got {config.split!r}",
                          field="split")
@@ -101,6 +108,8 @@ def make(config: MakeConfig) -> dict[str, Any]:
     _check_config(config)
     if config.env in SUITE_ENVS:
         return _make_suite(config)
+    if config.env.startswith("agentgym:"):
+        return _make_agentgym(config)
     start = time.perf_counter()
     if config.suite:
         raise InputError("--suite is for suite-based envs (miniwob, ...); TextWorld uses "
@@ -190,6 +199,28 @@ def _make_suite(config: MakeConfig) -> dict[str, Any]:
             tasks = module.make_tasks(suite, seeds, config.split, config.max_steps, advance)
         from dreamgym_cli.trajectories import write_tasks
 
+        write_tasks(run.tmp, tasks)
+        metrics = {"count": len(tasks)}
+        run.commit(metrics=metrics)
+    return {**summary, **metrics, "skipped": False,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _make_agentgym(config: MakeConfig) -> dict[str, Any]:
+    """AgentGym tasks are data indices of the user's server; nothing is contacted here."""
+    from dreamgym_cli.envs.agentgym import make_tasks
+    from dreamgym_cli.trajectories import write_tasks
+
+    start = time.perf_counter()
+    resolved = to_dict(config)
+    key_config = {k: v for k, v in resolved.items() if k != "force"}
+    summary = {"out": str(config.out), "env": config.env, "split": config.split}
+    with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
+                               force=config.force, fingerprint_config=key_config) as run:
+        if run.up_to_date:
+            return {**summary, **run.previous.get("metrics", {}), "skipped": True,
+                    "seconds": round(time.perf_counter() - start, 3)}
+        tasks = make_tasks(config.env, parse_seeds(config.seeds), config.split, config.max_steps)
         write_tasks(run.tmp, tasks)
         metrics = {"count": len(tasks)}
         run.commit(metrics=metrics)
