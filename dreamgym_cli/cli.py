@@ -335,6 +335,8 @@ def eval_em(
     max_episodes: Optional[int] = typer.Option(None, help="Evaluate at most this many."),
     multistep: Optional[bool] = typer.Option(None, "--multistep/--no-multistep",
                                              help="Also replay whole episodes in the dream env."),
+    max_retries: Optional[int] = typer.Option(None, help="Regenerations of an unparseable "
+                                              "completion (default 2)."),
     config: Optional[Path] = CONFIG_OPT,
     force: bool = FORCE_OPT,
     as_json: bool = JSON_OPT,
@@ -346,7 +348,7 @@ def eval_em(
 
     c = cfg.build(stage.EvalEMConfig, config, em=em, episodes=episodes, out=out_path,
                   store=store, batch_size=batch_size, max_episodes=max_episodes,
-                  multistep=multistep, force=force or None)
+                  multistep=multistep, max_retries=max_retries, force=force or None)
     with step_progress("eval-em") as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, stage.render)

@@ -37,7 +37,7 @@ demo: venv
 	$(DG) store info $(D)/store
 	$(DG) annotate --store $(D)/store
 	$(DG) train-em --store $(D)/store --base $(DEMO_EM_BASE) --max-steps $(DEMO_EM_STEPS) --batch-size 8 --max-length 768 --retrieval-k 2 --history 1 --out $(D)/em
-	$(DG) eval-em --em $(D)/em --episodes $(D)/test_episodes.jsonl --out $(D)/fidelity
+	$(DG) eval-em --em $(D)/em --episodes $(D)/test_episodes.jsonl --max-episodes 2 --max-retries 0 --out $(D)/fidelity
 	$(DG) train-agent --algo sft --store $(D)/store --base tiny:1m --max-steps $(DEMO_SFT_STEPS) --out $(D)/policy_sft
 	$(DG) train-agent --algo grpo --init $(D)/policy_sft --env dream:$(D)/em --store $(D)/store $(RL_OPTS) --out $(D)/policy_dream
 	$(DG) train-agent --algo grpo --init $(D)/policy_sft --env textworld $(RL_OPTS) --out $(D)/policy_real
