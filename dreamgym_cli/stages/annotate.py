@@ -184,9 +184,10 @@ def parse_teacher_answer(text: str, n_steps: int) -> tuple[str, dict[int, str]]:
     tutorial, plans, current = "", {}, None
     for line in (text or "").splitlines():
         m = _STEP_LINE.match(line)
-        if m and int(m.group(1)) < n_steps:
-            current = int(m.group(1))
-            plans[current] = m.group(2).strip()
+        if m:  # a step the episode lacks starts no plan, and must not extend the previous one
+            current = int(m.group(1)) if int(m.group(1)) < n_steps else None
+            if current is not None:
+                plans[current] = m.group(2).strip()
         elif line.lower().startswith("tutorial:"):
             tutorial, current = line.split(":", 1)[1].strip(), None
         elif current is not None and line.strip():
