@@ -107,7 +107,7 @@ class Exact:
         return exact_search(self.vectors, queries, k)[0]
 
     def set_ef(self, ef: int) -> None:
-        pass
+        """Exact search has no search breadth to set."""
 
 
 class Usearch:

@@ -289,3 +289,20 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_run_record(directory: str | Path, stage: str, config: dict[str, Any],
+                     metrics: dict[str, Any], *, inputs: dict[str, Any] | None = None,
+                     outputs: list[str] | None = None, started_at: str | None = None) -> Path:
+    """A manifest for a run that adds to a growing artifact (a replay store) rather than making
+    one: `<directory>/<stage>-<utc>.json`, with the same fields as an ArtifactRun manifest."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    finished = datetime.now(timezone.utc)
+    record = {"stage": stage, "config": config, "inputs": inputs or {}, "outputs": outputs or [],
+              "metrics": metrics, "versions": package_versions(), "git_revision": git_revision(),
+              "command": sys.argv, "started_at": started_at or finished.isoformat(),
+              "finished_at": finished.isoformat()}
+    path = directory / f"{stage}-{finished.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
+    write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+    return path

@@ -39,3 +39,12 @@ def loss_info(metrics: dict) -> str:
         if metrics.get(key) is not None:
             parts.append(f"{key.split('/')[0]} {metrics[key]:.3f}")
     return "  ".join(parts)
+
+
+@contextlib.contextmanager
+def counter_progress(description: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+    """A transient progress bar on stderr for counted work; yields `advance()`."""
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=stderr, transient=True) as progress:
+        bar = progress.add_task(description, total=total)
+        yield lambda: progress.advance(bar)

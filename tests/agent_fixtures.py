@@ -15,14 +15,9 @@ import pytest
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
 
 
-@pytest.fixture(scope="session", autouse=False)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(scope="session")
+def one_thread(one_torch_thread):
+    """One torch thread (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="session")

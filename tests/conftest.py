@@ -32,3 +32,15 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def one_torch_thread():
+    """Tiny models are all per-op overhead: on a shared 2-core machine two torch threads contend
+    (4-25x slower measured). `make test` also sets OMP_NUM_THREADS=1 for its xdist workers."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

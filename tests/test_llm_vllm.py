@@ -19,7 +19,7 @@ from dreamgym_cli.llm.tiny import build_tiny
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_llm_generate import PROMPTS, corpus, recomputed_logprobs  # noqa: E402
-from test_llm_openai import START_TIMEOUT_S, VLLM_PYTHON  # noqa: E402
+from tests.vllm_server import START_TIMEOUT_S, VLLM_PYTHON  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -64,7 +64,7 @@ class TransformersBackend:
         return [done[i * params.n : (i + 1) * params.n] for i in range(len(ids))]
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the model belongs to the caller."""
 
     def _generate_batch(self, rows: list[_Row], params: GenerationParams) -> None:
         device = self.model.device

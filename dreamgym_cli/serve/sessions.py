@@ -50,7 +50,7 @@ class SessionPool:
         self.sessions: dict[int, Session] = {}
         self._lock = threading.Lock()  # guards `sessions` and the id counter
         self._ids = itertools.count()
-        self.stats = {"created": 0, "closed": 0, "expired": 0, "evicted": 0}
+        self.stats = {"created": 0, "closed": 0, "expired": 0, "evicted": 0, "close_errors": 0}
 
     def create(self) -> int:
         self.sweep()
@@ -138,4 +138,4 @@ class SessionPool:
         try:
             session.env.close()
         except Exception:  # noqa: BLE001 — one env failing to close must not break the server
-            pass
+            self.stats["close_errors"] += 1

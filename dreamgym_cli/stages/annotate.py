@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from dreamgym_cli.artifacts import write_run_record
 from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.errors import InputError
 
@@ -131,7 +132,8 @@ def run(config: AnnotateConfig, progress=None) -> dict[str, Any]:
     metrics = {"annotator": config.annotator, "episodes": len(todo), "steps_annotated": written,
                "steps_without_plan": missing, "steps_already_reasoned": skipped_with_reasoning,
                "seconds": round(time.perf_counter() - started, 2)}
-    _write_store_manifest(store, "annotate", to_dict(config), metrics)
+    write_run_record(store.path / "manifests", "annotate", to_dict(config), metrics,
+                     outputs=[str(store.path)])
     return {"store": str(config.store), **metrics}
 
 
@@ -254,16 +256,3 @@ class _Teacher:
                                               else plan)
             out.append(_row(s, episode, text, annotator))
         return out
-
-
-def _write_store_manifest(store, stage: str, config: dict, metrics: dict) -> Path:
-    from dreamgym_cli.artifacts import git_revision, package_versions, write_atomic
-
-    now = datetime.now(timezone.utc)
-    directory = store.path / "manifests"
-    directory.mkdir(exist_ok=True)
-    path = directory / f"{stage}-{now.strftime('%Y%m%dT%H%M%S%fZ')}.json"
-    write_atomic(path, json.dumps({"stage": stage, "config": config, "metrics": metrics,
-                                   "versions": package_versions(), "git_revision": git_revision(),
-                                   "finished_at": now.isoformat()}, indent=2, default=str) + "\n")
-    return path

@@ -218,11 +218,11 @@ def run(config: CollectConfig) -> dict[str, Any]:
 
 def run_jobs(jobs: list[EpisodeJob], workers: int | None) -> list[tuple[dict, dict, list]]:
     """Run every episode (in worker processes unless one worker); results in job order."""
-    from dreamgym_cli.stages.tasks import stderr_progress
+    from dreamgym_cli.ui import counter_progress
 
     n = min(workers or os.cpu_count() or 1, len(jobs)) or 1
     results: list[Any] = [None] * len(jobs)
-    with stderr_progress("episodes", total=len(jobs)) as advance:
+    with counter_progress("episodes", total=len(jobs)) as advance:
         if n == 1:
             try:
                 for i, job in enumerate(jobs):

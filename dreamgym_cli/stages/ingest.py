@@ -17,8 +17,6 @@ Each run appends a record to `S/manifests/ingest-<utc>.json` with the manifest f
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -237,25 +235,11 @@ def _report(store: ReplayStore, tallies: list[_FileTally]) -> dict[str, Any]:
 
 def _write_manifest(store: ReplayStore, config: IngestConfig, tallies: list[_FileTally],
                     report: dict[str, Any], started: datetime) -> Path:
-    finished = datetime.now(timezone.utc)
-    manifest = {
-        "stage": "ingest",
-        "config": to_dict(config),
-        "inputs": {"files": [{"path": str(t.path.resolve()), "sha256": t.sha256,
-                              "format": t.format} for t in tallies]},
-        "outputs": [str(store.path)],
-        "metrics": report["totals"],
-        "versions": artifacts.package_versions(),
-        "git_revision": artifacts.git_revision(),
-        "command": sys.argv,
-        "started_at": started.isoformat(),
-        "finished_at": finished.isoformat(),
-    }
-    directory = store.path / MANIFEST_DIR
-    directory.mkdir(exist_ok=True)
-    path = directory / f"ingest-{finished.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
-    artifacts.write_atomic(path, json.dumps(manifest, indent=2, default=str) + "\n")
-    return path
+    inputs = {"files": [{"path": str(t.path.resolve()), "sha256": t.sha256, "format": t.format}
+                        for t in tallies]}
+    return artifacts.write_run_record(store.path / MANIFEST_DIR, "ingest", to_dict(config),
+                                      report["totals"], inputs=inputs,
+                                      outputs=[str(store.path)], started_at=started.isoformat())
 
 
 # ----------------------------------------------------------------------------------------------

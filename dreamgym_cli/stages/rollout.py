@@ -42,7 +42,7 @@ def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
     from dreamgym_cli.rl.rollout import (RolloutSettings, append_to_store, episode_records,
                                          is_dream_env, open_batch_env, rollout_metrics,
                                          run_rollouts)
-    from dreamgym_cli.stages.annotate import _write_store_manifest
+    from dreamgym_cli.artifacts import write_run_record
     from dreamgym_cli.stages.train_agent_rl import read_task_pool, tasks_env
     from dreamgym_cli.store import ReplayStore
 
@@ -71,5 +71,6 @@ def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
     added = append_to_store(store, episode_records(episodes, source, name))
     metrics = {**rollout_metrics(episodes), "store/episodes_added": added, "source": source,
                "env": env_name}
-    _write_store_manifest(store, "rollout", to_dict(config), metrics)
+    write_run_record(store.path / "manifests", "rollout", to_dict(config), metrics,
+                     outputs=[str(store.path)])
     return {"store": str(config.store), **metrics}

@@ -15,11 +15,9 @@ builds the tasks itself (`make_tasks`), reading each task's instruction from the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from dreamgym_cli import artifacts
 from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import SPLITS, Task
+from dreamgym_cli.ui import counter_progress
 
 # Suite-based envs: --suite names their tasks/levels, --seeds their seeds (ScienceWorld: variation
 # indices); each env module provides `make_tasks(suite, seeds, split, max_steps, advance)`.
@@ -153,7 +152,7 @@ def _textworld_tasks(challenge: str, settings: dict[str, Any], seeds: list[int],
 
     key = settings_key(challenge, settings)
     tasks, generated = [], 0
-    with stderr_progress(f"{challenge} games", total=len(seeds)) as advance:
+    with counter_progress(f"{challenge} games", total=len(seeds)) as advance:
         for seed in seeds:
             rel, made = ensure_game(data_dir, challenge, settings, seed)
             generated += made
@@ -195,7 +194,7 @@ def _make_suite(config: MakeConfig) -> dict[str, Any]:
             return {**summary, **metrics, "skipped": True,
                     "seconds": round(time.perf_counter() - start, 3)}
         module = importlib.import_module(SUITE_ENVS[config.env])
-        with stderr_progress(f"{config.env} tasks", total=len(suite) * len(seeds)) as advance:
+        with counter_progress(f"{config.env} tasks", total=len(suite) * len(seeds)) as advance:
             tasks = module.make_tasks(suite, seeds, config.split, config.max_steps, advance)
         from dreamgym_cli.trajectories import write_tasks
 
@@ -226,18 +225,6 @@ def _make_agentgym(config: MakeConfig) -> dict[str, Any]:
         run.commit(metrics=metrics)
     return {**summary, **metrics, "skipped": False,
             "seconds": round(time.perf_counter() - start, 3)}
-
-
-@contextlib.contextmanager
-def stderr_progress(description: str, total: int | None = None) -> Iterator[Callable[[], None]]:
-    """A transient rich progress bar on stderr (stdout stays clean for --json); yields advance()."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
-        bar = progress.add_task(description, total=total)
-        yield lambda: progress.advance(bar)
 
 
 def render_make(result: dict[str, Any]) -> None:
