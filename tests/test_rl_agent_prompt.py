@@ -17,14 +17,24 @@ def words(text: str) -> int:
 
 
 def test_sections_in_order_with_admissible_actions():
-    prompt = build_agent_prompt("Take the red key.", [("Location: Hall", "go west")], STATE,
+    state = "Location: Kitchen\nInventory: nothing"
+    prompt = build_agent_prompt("Take the red key.", [("Location: Hall", "go west")], state,
                                 ["go east", "take red key"], think=True,
                                 history_budget_tokens=500, count_tokens=words)
     heads = ["## Task\nTake the red key.", "## Recent history\n### 1 step ago", "## Current state\n"
-             + STATE, "## Admissible actions\n- go east\n- take red key", "## Answer\n"]
+             + state, "## Admissible actions\n- go east\n- take red key", "## Answer\n"]
     positions = [prompt.index(h) for h in heads]
     assert positions == sorted(positions)
     assert "<think>" in prompt and "<action>" in prompt
+
+
+def test_actions_already_listed_by_the_state_are_not_repeated():
+    listed = build_agent_prompt("Task.", [], STATE, ["go east", "take red key"], think=False,
+                                history_budget_tokens=500, count_tokens=words)
+    assert "## Admissible actions" not in listed and "Actions: go east | take red key" in listed
+    other = build_agent_prompt("Task.", [], STATE, ["go east"], think=False,
+                               history_budget_tokens=500, count_tokens=words)
+    assert "## Admissible actions\n- go east" in other
 
 
 def test_no_think_no_admissible_no_history():

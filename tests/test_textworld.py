@@ -19,7 +19,7 @@ from dreamgym_cli.envs.textworld_games import (
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task
 
-RESET_PREFIXES = ["Location: ", "Description: ", "Objects: ", "Inventory: ", "Actions: "]
+RESET_PREFIXES = ["Location: ", "Exits: ", "Objects: ", "Inventory: ", "Actions: "]
 
 
 def play_expert(env: TextWorldEnv, task: Task):
@@ -77,7 +77,9 @@ def test_reset_and_step_states_have_the_fixed_line_format(tw_simple_tasks):
         assert len(lines) == len(RESET_PREFIXES)
         assert "$$" not in observation.text and "-=" not in observation.text  # no banner/header
         assert lines[-1] == "Actions: " + " | ".join(observation.admissible)
-        assert "look" in observation.admissible  # TextWorld's list is kept whole
+        # look/inventory/examine are left out of the list (they never change the game)
+        assert observation.admissible and not any(
+            a in ("look", "inventory") or a.startswith("examine ") for a in observation.admissible)
         step = env.step(env.expert_action())
         step_lines = step.observation.text.split("\n")
         assert step_lines[0].startswith("Feedback: ") and len(step_lines[0]) > len("Feedback: ")
@@ -136,6 +138,10 @@ def test_feedback_and_description_cleaning():
     assert clean_feedback(end) == "You win."
     assert split_description("-= Living Room =-\nA  room.\n\nA door.") == ("Living Room",
                                                                           "A room. A door.")
+    # a room description as the reply (after a move) becomes one short sentence
+    moved = "\n-= Kitchen =-\nA  small kitchen.\n\nYour score has just gone up by one point.\n\n> "
+    assert clean_feedback(moved, "-= Kitchen =-\nA small kitchen.") == \
+        "You are in the Kitchen. Your score has just gone up by one point."
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,19 +1,27 @@
 """The TextWorld adapter: resets from a task, plays through `textworld.gym`, renders the state.
 
-The agent sees the **abstract state**, the same six-line form after reset and after every step
+The agent sees the **abstract state**, the same short line form after reset and after every step
 (other parts — the dream env, the experience-model parser — read it line by line):
 
     Feedback: <what the game said after the action, whitespace collapsed>   (not after reset)
     Location: <room name>
-    Description: <room description, whitespace collapsed, without the '-= Room =-' header>
+    Exits: <directions out of the room, a door after its direction: 'east (wooden door)'>
     Objects: <visible things, comma-separated, or 'none'>
     Inventory: <carried things, comma-separated, or 'nothing'>
-    Actions: <admissible commands separated by ' | '>
+    Actions: <the listed commands separated by ' | '>
 
-No ASCII banner, no prompt or status line. Objects and Inventory come from the game's facts:
-things in the room, doors out of it, and what lies on supporters or in open containers, with
-'(closed)'/'(locked)' or '(on X)'/'(in X)' after a name. The admissible commands are TextWorld's,
-in its order, all kept (`look`, `inventory`, `examine ...` are real moves an agent may make).
+No ASCII banner, no prompt or status line, and no room prose: the game's room description says
+again, in many more words, what Exits and Objects say (it made states 3–5 times longer, and the
+experience model has to write every state out). When the game's reply *is* a room description
+(after a move or `look`), Feedback says `You are in the <room>.` plus whatever else the game said
+(a score change, say). Objects and Inventory come from the game's facts: things in the room, doors
+out of it, and what lies on supporters or in open containers, with '(closed)'/'(locked)' or
+'(on X)'/'(in X)' after a name.
+
+The listed commands are TextWorld's admissible commands, in its order, without `look`,
+`inventory` and `examine …`: these never change the game and the state already shows what they
+would reveal. The env still accepts them. The cooking challenge keeps `examine …`, since its recipe
+is read by examining the cookbook.
 
 reward = score difference (TextWorld reports the cumulative score); success = won; an episode ends
 when won, lost, or at the step limit (`max_steps` of the task spec), which counts as a failure.
@@ -56,14 +64,26 @@ def collapse(text: str | None) -> str:
 # Rendering the abstract state
 
 
-def clean_feedback(raw: str | None) -> str:
-    """The game's reply without the '>' prompt, the status line and the end-of-game menu."""
+def clean_feedback(raw: str | None, description: str | None = None) -> str:
+    """The game's reply without the '>' prompt, the status line and the end-of-game menu.
+
+    A reply that starts with a room header is a room description (after a move or `look`): it
+    becomes `You are in the <room>.` followed by what the game said besides the description.
+    `description` is the game's current room description (infos["description"]).
+    """
     text = raw or ""
     prompt = text.rfind("\n>")
     if prompt != -1:
         text = text[:prompt]
-    text = _HEADER.sub("", text.lstrip(), count=1)  # the room name is on the Location line
-    return collapse(_GAME_OVER.sub("", text))
+    text = text.lstrip()
+    header = _HEADER.match(text)
+    if header is None:
+        return collapse(_GAME_OVER.sub("", text))
+    rest = collapse(_GAME_OVER.sub("", text[header.end():]))
+    _, room_text = split_description(description)
+    if room_text and room_text in rest:
+        rest = collapse(rest.replace(room_text, " ", 1))
+    return collapse(f"You are in the {header.group(1).strip()}. {rest}")
 
 
 def _facts_by_predicate(facts) -> dict[str, list[tuple]]:
@@ -105,6 +125,30 @@ def visible_objects(facts) -> list[str]:
     return shown
 
 
+_DIRECTIONS = ("north", "south", "east", "west")
+
+
+def exits(facts) -> list[str]:
+    """Directions out of the player's room, sorted, each with its door: 'east (wooden door)'."""
+    by = _facts_by_predicate(facts)
+    room = _player_room(by)
+    doors = {(r.name, other.name): d.name for r, d, other in by.get("link", ())}
+    out = []
+    for direction in _DIRECTIONS:  # `north_of(a, b)`: a lies north of b
+        for there, here in by.get(f"{direction}_of", ()):
+            if here.name == room:
+                door = doors.get((room, there.name))
+                out.append(f"{direction} ({door})" if door else direction)
+    return out
+
+
+def listed_commands(admissible, challenge: str | None = None) -> list[str]:
+    """The commands the state lists: TextWorld's, without look/inventory/examine (module doc)."""
+    keep_examine = challenge == "tw-cooking"
+    return [c for c in admissible or () if c not in ("look", "inventory")
+            and (keep_examine or not c.startswith("examine "))]
+
+
 def carried_items(facts) -> list[str]:
     by = _facts_by_predicate(facts)
     return sorted(o.name for o, c in by.get("in", ()) if c.type == "I")
@@ -119,22 +163,28 @@ def split_description(description: str | None) -> tuple[str | None, str]:
     return match.group(1).strip(), collapse(text[match.end():])
 
 
-def render_state(infos: Mapping[str, Any], feedback: str | None = None) -> str:
-    """The abstract state text (module doc) from TextWorld's infos; feedback None after reset."""
-    room, description = split_description(infos.get("description"))
+def render_state(infos: Mapping[str, Any], feedback: str | None = None,
+                 actions: list[str] | None = None) -> str:
+    """The abstract state text (module doc) from TextWorld's infos; feedback None after reset.
+
+    actions: the listed commands (default: `listed_commands` of the admissible ones).
+    """
+    room, _ = split_description(infos.get("description"))
     facts = infos.get("facts")
     if room is None and facts is not None:
         room = _player_room(_facts_by_predicate(facts))
     lines = [] if feedback is None else [f"Feedback: {feedback}"]
     lines.append(f"Location: {room or 'unknown'}")
-    lines.append(f"Description: {description}")
     if facts is not None:
+        lines.append(f"Exits: {', '.join(exits(facts)) or 'none'}")
         lines.append(f"Objects: {', '.join(visible_objects(facts)) or 'none'}")
         inventory = ", ".join(carried_items(facts)) or "nothing"
     else:
         inventory = collapse(infos.get("inventory")) or "nothing"
     lines.append(f"Inventory: {inventory}")
-    lines.append(f"Actions: {' | '.join(infos.get('admissible_commands') or [])}")
+    if actions is None:
+        actions = listed_commands(infos.get("admissible_commands"))
+    lines.append(f"Actions: {' | '.join(actions)}")
     return "\n".join(lines)
 
 
@@ -159,6 +209,7 @@ class TextWorldEnv:
         self._t = 0
         self._limit = 0
         self._done = True
+        self._challenge: str | None = None
 
     # -- task -> game file
 
@@ -209,9 +260,11 @@ class TextWorldEnv:
             warnings.filterwarnings("ignore", message=".*not fully supported")
             _, infos = self._gym.reset()
         self._infos, self._score, self._t, self._done = infos, float(infos["score"]), 0, False
+        self._challenge = task.spec.get("challenge")
         info = self._info(infos, raw_feedback=None, truncated=False)
         info["objective"] = collapse(infos.get("objective"))
-        return Observation(render_state(infos), list(infos["admissible_commands"]), info)
+        actions = listed_commands(infos["admissible_commands"], self._challenge)
+        return Observation(render_state(infos, actions=actions), actions, info)
 
     def step(self, action: str) -> StepResult:
         if self._gym is None or self._done:
@@ -223,8 +276,9 @@ class TextWorldEnv:
         won, lost = bool(infos["won"]), bool(infos["lost"])
         truncated = not (won or lost or game_over) and self._t >= self._limit
         self._done = won or lost or bool(game_over) or truncated
-        feedback = clean_feedback(infos["feedback"])
-        observation = Observation(render_state(infos, feedback), list(infos["admissible_commands"]),
+        feedback = clean_feedback(infos["feedback"], infos.get("description"))
+        actions = listed_commands(infos["admissible_commands"], self._challenge)
+        observation = Observation(render_state(infos, feedback, actions), actions,
                                   self._info(infos, raw_feedback=infos["feedback"],
                                              truncated=truncated))
         return StepResult(observation, reward, self._done, won, dict(observation.info))

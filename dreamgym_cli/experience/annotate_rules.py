@@ -9,7 +9,8 @@ It reads the abstract state that env adapters render (TextWorld's, one field per
 
     Feedback: <what the game said after the action>      (absent in the initial state)
     Location: <room name>
-    Description: <room description>
+    Description: <room description>                       (may be absent)
+    Exits: <directions out, comma-separated>                 (may be absent)
     Objects: <visible objects, comma-separated, or "none">     (may be absent)
     Inventory: <comma-separated items, or "nothing">
     Actions: <admissible commands separated by " | ">
@@ -23,7 +24,8 @@ import math
 import re
 from typing import Any
 
-STATE_FIELDS = ("feedback", "location", "description", "objects", "inventory", "actions")
+STATE_FIELDS = ("feedback", "location", "description", "exits", "objects", "inventory",
+                "actions")
 LIST_FIELDS = {"objects": (",", {"none", "nothing"}), "inventory": (",", {"nothing", "none"}),
                "actions": ("|", set())}
 _FIELD_LINE = re.compile(r"^(" + "|".join(STATE_FIELDS) + r"):[ \t]?(.*)$", re.I | re.ASCII)

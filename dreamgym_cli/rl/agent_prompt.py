@@ -1,7 +1,8 @@
 """The policy's prompt and its action parser (DESIGN §9).
 
 Prompt: task, recent history (newest (state, action) pairs within a token budget), current state,
-admissible actions (when the env lists them), then the answer format: `<think>…</think>` (with
+admissible actions (when the env lists them and the state does not already end in the same
+`Actions: a | b | …` line, as TextWorld's does), then the answer format: `<think>…</think>` (with
 `think=True`) and `<action>…</action>`. The same builder serves real and dream envs, so a policy
 sees identical text in both (sim-to-real depends on it).
 
@@ -51,11 +52,17 @@ def build_agent_prompt(instruction: str, history: Sequence[tuple[str, str]], sta
     if kept:
         parts.append("## Recent history\n" + "\n\n".join(kept))
     parts.append(f"## Current state\n{state}")
-    if admissible is not None:
+    if admissible is not None and not _state_lists(state, admissible):
         listed = "\n".join(f"- {a}" for a in admissible) if admissible else "(none listed)"
         parts.append(f"## Admissible actions\n{listed}")
     parts.append("## Answer\n" + (ANSWER_WITH_THINKING if think else ANSWER_WITHOUT_THINKING))
     return "\n\n".join(parts) + "\n"
+
+
+def _state_lists(state: str, admissible: Sequence[str]) -> bool:
+    """True when the state's own `Actions:` line already lists exactly these actions."""
+    last_line = state.rstrip("\n").rsplit("\n", 1)[-1]
+    return bool(admissible) and last_line == "Actions: " + " | ".join(admissible)
 
 
 def _one_line(text: str) -> str:
