@@ -295,6 +295,8 @@ def train_em(
     retrieval_k: Optional[int] = typer.Option(None, help="Retrieved transitions per prompt "
                                               "(0: the 'w/o replay' ablation)."),
     history: Optional[int] = typer.Option(None, help="Past (state, action) pairs per prompt."),
+    task_examples: Optional[int] = typer.Option(
+        None, help="Task-generation examples per training task (0: none)."),
     reasoning: Optional[bool] = typer.Option(None, "--reasoning/--no-reasoning",
                                              help="Train on reasoning (--no-reasoning: ablation)."),
     full: Optional[bool] = typer.Option(None, "--full/--lora", help="Pretrained bases: all "
@@ -316,6 +318,7 @@ def train_em(
     c = cfg.build(stage.TrainEMConfig, config, store=store, out=out_path, base=base,
                   epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                   max_length=max_length, retrieval_k=retrieval_k, history=history,
+                  task_examples=task_examples,
                   reasoning=reasoning, full=full, lora_r=lora_r, lora_alpha=lora_alpha,
                   lora_targets=lora_targets, seed=seed, resume=resume or None,
                   force=force or None)

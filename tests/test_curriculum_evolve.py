@@ -278,3 +278,27 @@ def test_bad_input_exits_2(workdir, tw_simple_file, run_cli):  # noqa: F811
                            workdir / "X.jsonl")
     assert code == 2 and "no such replay store" in err
     assert not (workdir / "X.jsonl").exists()
+
+
+def test_task_generation_pairs_answer_with_sibling_tasks_of_the_same_start(workdir):
+    """train-em's task-format examples: each real task's prompt, answered by other real tasks
+    that start from the same state (all tw-simple games start in the same bedroom)."""
+    from dreamgym_cli.curriculum.variation import (build_task_prompt, parse_candidate,
+                                                   task_generation_pairs)
+    from dreamgym_cli.stages.train_em import load_real_episodes
+    from dreamgym_cli.store import ReplayStore
+
+    episodes = load_real_episodes(ReplayStore.open(workdir / "S"))
+    tasks = {t["task_id"]: t for t, _, _ in episodes}
+    starts = {t["task_id"]: steps[0]["state"] for t, _, steps in episodes}
+    pairs = task_generation_pairs(episodes, 1)
+    assert len(pairs) == len(tasks) and len(tasks) >= 2
+    for prompt, answer in pairs:
+        sibling = parse_candidate(answer)
+        owner = next(i for i, t in tasks.items() if f"## Task\n{t['instruction'].strip()}\n" in
+                     prompt)
+        assert sibling in {t["instruction"] for i, t in tasks.items() if i != owner}
+        assert f"## Initial state\n{starts[owner]}" in prompt
+        assert prompt.startswith(build_task_prompt.__globals__["TASK_PREAMBLE"])
+    assert len(task_generation_pairs(episodes, 5)) == len(tasks) * (len(tasks) - 1)
+    assert task_generation_pairs(episodes, 0) == []

@@ -163,3 +163,15 @@ def test_fidelity_metrics_by_hand():
     assert token_f1("x", "y") == 0.0
     assert set_f1(["go east", "look"], ["go east", "take key"]) == pytest.approx(0.5)
     assert set_f1(None, ["look"]) == 0.0 and set_f1(["look"], None) is None
+
+
+def test_dream_prompts_are_cut_like_training_prompts():
+    """A prompt longer than max_length − max_new_tokens loses its left end (training did the
+    same), so generation never runs past the positions the model was trained on."""
+    from dreamgym_cli.envs.dream import cut_prompt
+    from dreamgym_cli.experience.examples import EMSettings
+
+    ids = list(range(100))
+    assert cut_prompt(ids, EMSettings(max_length=None)) == ids  # models saved before the field
+    assert cut_prompt(ids, EMSettings(max_length=120, max_new_tokens=40)) == ids[20:]
+    assert cut_prompt(ids, EMSettings(max_length=400, max_new_tokens=40)) == ids

@@ -37,6 +37,10 @@ def test_a_well_formed_completion():
     ("<next_state>S</next_state><reward>0</reward><done>true</done><success>true", 0.0, True, True),
     # a missing closing tag ends at the next field's opening tag
     ("<think>hmm<next_state>S<reward>1.0</reward><done>false</done>", 1.0, False, None),
+    # a scalar closed by the wrong tag (seen from tiny models): its body ends at that tag
+    ("<next_state>S</next_state><reward>1.0</reward><done>false</done>\n<success>false</done>\n"
+     "<done>false</done>\n<done>false</success>", 1.0, False, False),
+    ("<next_state>S</next_state><reward>0</done><done>true</success>", 0.0, True, None),
 ])
 def test_tolerated_sloppiness(text, reward, done, success):
     p = parse_em_completion(text)

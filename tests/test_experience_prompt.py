@@ -31,12 +31,25 @@ def test_sections_appear_in_the_design_order():
              "## Current state\n" + STATE, "## Action\ntake red key"]
     positions = [prompt.index(h) for h in heads]
     assert positions == sorted(positions)
-    # retrieved transitions carry state, action, next state, reward and done, most similar first
+    # retrieved transitions in brief: where, action, the next state's first line, reward, done;
+    # most similar first
     first, second = prompt.index("### Example 1"), prompt.index("### Example 2")
     assert first < second
-    assert "Action: take carrot\nNext state:\nLocation: Pantry\nInventory: carrot\nReward: 1.0\n" \
-           "Done: false" in prompt
+    assert "State: Location: Pantry\nAction: take carrot\nResult: Location: Pantry\n" \
+           "Reward: 1.0\nDone: false" in prompt
+    assert "Inventory: carrot" not in prompt  # not the whole next state
     assert "Reward: unknown\nDone: true" in prompt  # a null reward is written, not invented
+
+
+def test_brief_line_prefers_the_named_field_and_is_cut():
+    from dreamgym_cli.experience.prompt import BRIEF_CHARS, brief_line
+
+    assert brief_line(NEXT, "Location:") == "Location: Kitchen"
+    assert brief_line(NEXT) == "Feedback: You pick up the red key."
+    assert brief_line("no fields here", "Location:") == "no fields here"
+    long = brief_line("x" * 1000)
+    assert len(long) == BRIEF_CHARS and long.endswith("…")
+    assert brief_line(None) == ""
 
 
 def test_empty_retrieval_and_history_leave_their_sections_out():

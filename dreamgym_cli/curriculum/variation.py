@@ -31,6 +31,12 @@ split, the parent's spec plus `initial_state` (the parent's initial state, when 
 the dream env starts a generated task — of any generation — where its family started. The id is
 `<parent id>/gen-<sha256 of the normalised text, 10 hex>`.
 
+Learning the format: `train-em` adds `task_generation_pairs` to the experience model's data —
+for each training task, the task prompt with its real initial state, answered by
+`<task>instruction</task>` of another real task that starts from the same state (`--task-examples`
+per task). A model trained on transitions only never writes `<task>`, and every candidate is
+`unparseable`.
+
 `evolve_pool` is what the trainer calls every `--curriculum-every` iterations; the candidate
 generator and the embedder are parameters (pass another function to swap them).
 """
@@ -149,6 +155,35 @@ def build_task_prompt(seed: SeedContext) -> str:
         parts.append(f"## Initial state\n{state}")
     parts.append(f"## New task\nWrite it as {open_tag(TASK)}…{close_tag(TASK)}.")
     return "\n\n".join(parts)
+
+
+def task_generation_pairs(episodes: Sequence[tuple[dict, dict, list[dict]]], per_task: int
+                          ) -> list[tuple[str, str]]:
+    """(task prompt, `<task>sibling instruction</task>`) pairs from real episodes (module doc).
+
+    Siblings: other tasks of the same env whose t=0 state is the same text. Each task gets its
+    next `per_task` siblings in task-id order (wrapping around); deterministic.
+    """
+    if per_task <= 0:
+        return []
+    first: dict[str, tuple[Task, str]] = {}
+    for task_row, _, steps in episodes:
+        if steps and task_row["task_id"] not in first:
+            first[task_row["task_id"]] = (Task.from_row(task_row), steps[0]["state"])
+    by_start: dict[tuple[str, str], list[Task]] = {}
+    for task, state in first.values():
+        by_start.setdefault((task.env, state), []).append(task)
+    pairs = []
+    for (_, state), tasks in by_start.items():
+        tasks.sort(key=lambda t: t.task_id)
+        for i, task in enumerate(tasks):
+            siblings = [tasks[(i + j) % len(tasks)] for j in range(1, len(tasks))]
+            siblings = [t for t in siblings if normalize_text(t.instruction)
+                        != normalize_text(task.instruction)][:per_task]
+            prompt = build_task_prompt(SeedContext(task, 0.0, state))
+            pairs += [(prompt, f"{open_tag(TASK)}{t.instruction.strip()}{close_tag(TASK)}")
+                      for t in siblings]
+    return pairs
 
 
 def parse_candidate(text: str) -> str | None:
@@ -306,8 +341,8 @@ def check_embeddings(candidates: Sequence[Candidate], seed: SeedContext, known: 
 # The experience model as a candidate generator
 
 
-def em_candidate_generator(backend, tokenizer, *, temperature: float = 1.0,
-                           max_new_tokens: int = 160) -> CandidateGenerator:
+def em_candidate_generator(backend, tokenizer, *, temperature: float = 0.7,
+                           max_new_tokens: int = 256) -> CandidateGenerator:
     """Sample n `<task>` completions per seed from a generation backend over the EM's weights.
 
     The trainer passes the dream env's own backend (`env.backend`, `env.tokenizer`): the same

@@ -44,6 +44,14 @@ def admissible_from_state(text: str) -> list[str] | None:
     return list(actions) if actions else None
 
 
+def cut_prompt(ids: list[int], settings) -> list[int]:
+    """The prompt cut from the left to max_length − max_new_tokens (as training cut it)."""
+    if settings.max_length is None:
+        return ids
+    room = max(1, settings.max_length - settings.max_new_tokens)
+    return ids[-room:] if len(ids) > room else ids
+
+
 class DreamEnv:
     """Experience-model env over a batch of episodes."""
 
@@ -177,7 +185,7 @@ class DreamEnv:
             text = build_em_prompt(slot.task.instruction, ctx, history, slot.state, action,
                                    history_budget_tokens=self.settings.history_budget_tokens,
                                    count_tokens=count)
-            out.append(encode_prompt(self.tokenizer, text))
+            out.append(cut_prompt(encode_prompt(self.tokenizer, text), self.settings))
         return out
 
     def _generate(self, prompts: list[list[int]], temperature: float) -> list[str]:

@@ -30,6 +30,9 @@ class EMSettings:
     reasoning: bool = True
     max_new_tokens: int = 320
     store: str | None = None  # the replay store retrieval reads from (absolute path)
+    # Longest training example in tokens: the dream env cuts a prompt from the left to
+    # max_length − max_new_tokens, as training cut it, so no token lands on an unseen position.
+    max_length: int | None = None
 
     def save(self, directory: Path) -> None:
         (Path(directory) / EM_SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self),

@@ -2,7 +2,9 @@
 
 Tolerant where a model is plausibly sloppy: whitespace around bodies, tag-name case, `True`/`yes`/
 `1` for booleans, `+1` for a reward, a missing closing tag (see `tags.read_tags`), a missing
-`<success>` (→ None), text before or after the tags. Strict where meaning would be guessed: a
+`<success>` (→ None), text before or after the tags, and a scalar (reward, done, success) closed
+by the wrong tag: its body ends at the first tag of any name, so `<success>false</done>` reads as
+false (small models mix up the closing tags of the last three fields). Strict where meaning would be guessed: a
 missing or empty next state, a missing or non-numeric reward, a missing or unreadable done, an
 unreadable success make the transition invalid with an error that says which. The dream env
 retries invalid completions and, after `--max-retries`, uses `invalid_transition`.
@@ -61,8 +63,16 @@ def parse_reward(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _scalar(body: str) -> str:
+    """A scalar field's body up to the first tag of any name (see the module doc)."""
+    return body.split("<", 1)[0]
+
+
 def _parse(text: str) -> ParsedTransition:
     fields, _ = read_tags(text)
+    for name in (REWARD, DONE, SUCCESS):
+        if name in fields:
+            fields[name] = _scalar(fields[name])
     reasoning = fields[THINK].strip() if THINK in fields else None
     if NEXT_STATE not in fields:
         return _failed("missing <next_state>", reasoning)

@@ -3,7 +3,7 @@
 Prompt sections, in this order (empty optional sections are left out):
 
     ## Task                          the task instruction
-    ## Similar past transitions      top-k retrieved (state, action → next state, reward, done)
+    ## Similar past transitions      top-k retrieved: where, action → the game's reply, reward, done
     ## Recent history                the last (state, action) pairs that fit a token budget
     ## Current state
     ## Action
@@ -15,6 +15,11 @@ Completion (the training target, and what the parser reads back):
     <reward>1.0</reward>
     <done>true</done>
     <success>true|false|unknown</success>
+
+A retrieved transition is shown in brief — its state's `Location:` line (else its first line),
+the action, its next state's first line (TextWorld's `Feedback:`), reward and done — not as two
+whole states: what a similar action did and paid is what the model needs from it, and whole
+states made prompts longer than a small model's training length.
 
 `with_reasoning=False` (the paper's "w/o reasoning" ablation) leaves the `<think>` block out.
 """
@@ -71,12 +76,23 @@ def fit_history(history: Sequence[tuple[str, str]], render: Callable[[int, str, 
     return kept[::-1]
 
 
+BRIEF_CHARS = 240  # longest line of a retrieved transition
+
+
+def brief_line(text: str | None, prefer: str | None = None) -> str:
+    """One line of a state: the first starting with `prefer` (else the first), cut to BRIEF_CHARS."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    chosen = next((line for line in lines if prefer and line.startswith(prefer)),
+                  lines[0] if lines else "")
+    return chosen if len(chosen) <= BRIEF_CHARS else chosen[:BRIEF_CHARS - 1].rstrip() + "…"
+
+
 def _render_retrieved(index: int, row: dict[str, Any]) -> str:
     return (
         f"### Example {index}\n"
-        f"State:\n{row.get('state', '')}\n"
+        f"State: {brief_line(row.get('state'), 'Location:')}\n"
         f"Action: {row.get('action', '')}\n"
-        f"Next state:\n{row.get('next_state', '')}\n"
+        f"Result: {brief_line(row.get('next_state'))}\n"
         f"Reward: {format_reward(row.get('reward'))}\n"
         f"Done: {format_bool(row.get('done'))}"
     )

@@ -42,8 +42,8 @@ class EvolveConfig:
     candidates: int = option(4, help="Candidate variations sampled per seed task.")
     outcome: str = option("return", help="Episode outcome V is computed over: return or success.")
     source: str = option("all", help="Episodes to use: all, real or synthetic.")
-    temperature: float = option(1.0, help="Sampling temperature of the candidates.")
-    max_new_tokens: int = option(160, help="Longest candidate in tokens.")
+    temperature: float = option(0.7, help="Sampling temperature of the candidates.")
+    max_new_tokens: int = option(256, help="Longest candidate in tokens.")
     seed: int = option(0, help="Seed for sampling the candidates.")
     force: bool = option(False, help="Redo even if the output is up to date.")
 

@@ -5,6 +5,10 @@ paper's joint loss). Episodes are split into train and held-out by a hash of the
 held-out transition's episode is seen in training. The ablation switches of the paper are
 `--no-reasoning`, `--retrieval-k 0` and `--history 0`; they are saved in the model dir (em.json)
 so the dream env builds its prompts the way the model was trained.
+
+The same weights write new tasks for the curriculum (DESIGN §8), so the training data also holds
+`--task-examples` task-generation examples per training task (`task_generation_pairs`: the task
+prompt answered with a real task that starts from the same state); 0 leaves them out.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class TrainEMConfig:
     history: int = option(2, help="Past (state, action) pairs in each prompt (0 = ablation).")
     history_budget_tokens: int = option(256, help="Token budget of the history section.")
     reasoning: bool = option(True, help="Train on <think> reasoning (--no-reasoning = ablation).")
+    task_examples: int = option(4, help="Task-generation examples per training task (the "
+                                "curriculum's <task> format); 0 = none.")
     heldout_fraction: float = option(0.1, help="Share of episodes held out for eval loss.")
     full: bool = option(False, help="Train all weights of a pretrained base instead of LoRA.")
     lora_r: int = option(16, help="LoRA rank (pretrained bases).")
@@ -53,6 +59,7 @@ class TrainEMConfig:
         object.__setattr__(self, "out", Path(self.out))
         checks = [(self.batch_size >= 1, "batch_size", ">= 1"), (self.retrieval_k >= 0,
                   "retrieval_k", ">= 0"), (self.history >= 0, "history", ">= 0"),
+                  (self.task_examples >= 0, "task_examples", ">= 0"),
                   (0 <= self.heldout_fraction < 1, "heldout_fraction", "in [0, 1)"),
                   (self.max_steps is None or self.max_steps >= 1, "max_steps", ">= 1"),
                   (self.epochs > 0, "epochs", "> 0"), (self.max_length >= 64, "max_length",
@@ -112,6 +119,7 @@ def run(config: TrainEMConfig, progress=None) -> dict[str, Any]:
 
 
 def _train(store, config: TrainEMConfig, out_dir: Path, progress) -> dict[str, Any]:
+    from dreamgym_cli.curriculum.variation import task_generation_pairs
     from dreamgym_cli.experience.examples import (EMSettings, build_pairs, corpus_texts,
                                                   retrieve_for, transitions_from_episodes)
     from dreamgym_cli.llm import sft
@@ -130,7 +138,8 @@ def _train(store, config: TrainEMConfig, out_dir: Path, progress) -> dict[str, A
     train_eps, held_eps = split_episodes(episodes, config.heldout_fraction, config.seed)
     settings = EMSettings(retrieval_k=config.retrieval_k, history=config.history,
                           history_budget_tokens=config.history_budget_tokens,
-                          reasoning=config.reasoning, store=str(config.store.resolve()))
+                          reasoning=config.reasoning, store=str(config.store.resolve()),
+                          max_length=config.max_length)
     tiny = is_tiny_spec(config.base)
     lora = None if tiny or config.full else LoraSettings(
         r=config.lora_r, alpha=config.lora_alpha,
@@ -139,13 +148,16 @@ def _train(store, config: TrainEMConfig, out_dir: Path, progress) -> dict[str, A
                    for name, eps in (("train", train_eps), ("heldout", held_eps))}
     # A tiny model's tokenizer is trained first, on the texts the prompts are made of, so that
     # the history budget is measured in the same tokens here and in the dream env.
-    texts = corpus_texts(transitions["train"]) if tiny else None
+    task_pairs = task_generation_pairs(train_eps, config.task_examples)
+    texts = corpus_texts(transitions["train"]) + [p + c for p, c in task_pairs] if tiny else None
     model, tokenizer = load_model(config.base, texts=texts, lora=lora,
                                   full=config.full or tiny, seed=config.seed)
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     examples = {}
     for name, items in transitions.items():
         pairs = build_pairs(items, retrieve_for(store, items, config.retrieval_k), settings, count)
+        if name == "train":
+            pairs += task_pairs
         examples[name] = [sft.encode_pair(tokenizer, p, c, config.max_length) for p, c in pairs]
     lr = config.lr if config.lr is not None else (1e-3 if tiny else 2e-4)
     sft_settings = sft.SFTSettings(lr=lr, batch_size=config.batch_size, epochs=config.epochs,
@@ -163,4 +175,5 @@ def _train(store, config: TrainEMConfig, out_dir: Path, progress) -> dict[str, A
             "heldout_episode_ids": sorted(e[1]["episode_id"] for e in held_eps),
             "mean_example_tokens": round(sum(lengths) / len(lengths), 1),
             "em/reasoning": config.reasoning, "em/retrieval_k": config.retrieval_k,
-            "em/history": config.history}
+            "em/history": config.history,
+            "em/task_examples": len(task_pairs)}
