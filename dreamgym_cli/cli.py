@@ -399,6 +399,8 @@ def train_agent(
         None, help=_help(_AGENT, "max_steps_per_episode")),
     max_real_steps: Optional[int] = typer.Option(None, help=_help(_AGENT, "max_real_steps")),
     max_new_tokens: Optional[int] = typer.Option(None, help=_help(_AGENT, "max_new_tokens")),
+    history_budget_tokens: Optional[int] = typer.Option(
+        None, help=_help(_AGENT, "history_budget_tokens")),
     think: Optional[bool] = typer.Option(None, "--think/--no-think", help=_help(_AGENT, "think")),
     enrich: Optional[bool] = typer.Option(None, "--enrich/--no-enrich",
                                           help=_help(_AGENT, "enrich")),
@@ -408,6 +410,8 @@ def train_agent(
     lambda_: Optional[float] = typer.Option(None, "--lambda", help=_help(_AGENT, "lambda_")),
     seeds_per_round: Optional[int] = typer.Option(None, help=_help(_AGENT, "seeds_per_round")),
     candidates: Optional[int] = typer.Option(None, help=_help(_AGENT, "candidates")),
+    zero_variance_weight: Optional[float] = typer.Option(
+        None, help=_help(_AGENT, "zero_variance_weight")),
     workers: Optional[int] = typer.Option(None, help=_help(_AGENT, "workers")),
     full: Optional[bool] = typer.Option(None, "--full/--lora", help=_help(_AGENT, "full")),
     seed: Optional[int] = typer.Option(None, help=_help(_AGENT, "seed")),
@@ -428,9 +432,11 @@ def train_agent(
                   kl_estimator=kl_estimator, ppo_epochs=ppo_epochs, mini_batches=mini_batches,
                   entropy_coef=entropy_coef, outcome=outcome,
                   max_steps_per_episode=max_steps_per_episode, max_real_steps=max_real_steps,
-                  max_new_tokens=max_new_tokens, think=think, enrich=enrich,
+                  max_new_tokens=max_new_tokens, history_budget_tokens=history_budget_tokens,
+                  think=think, enrich=enrich,
                   curriculum=curriculum, curriculum_every=curriculum_every, lambda_=lambda_,
-                  seeds_per_round=seeds_per_round, candidates=candidates, workers=workers,
+                  seeds_per_round=seeds_per_round, candidates=candidates,
+                  zero_variance_weight=zero_variance_weight, workers=workers,
                   full=full, seed=seed, resume=resume or None, force=force or None)
     with step_progress(f"train-agent ({c.algo})", fmt=_rl_info) as update:
         result = stage.run(c, progress=update)

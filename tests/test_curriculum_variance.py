@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dreamgym_cli.curriculum.variance import (cluster_groups, mix_batch, reward_variance,
+                                              task_priorities,
                                               select_seed_tasks, spread_to_members,
                                               zero_variance_share)
 
@@ -121,3 +122,24 @@ def test_cluster_groups_edge_cases():
     assert cluster_groups(two, 5).tolist() == [0, 0, 1]
     with pytest.raises(ValueError):
         cluster_groups(np.ones(3), 2)
+
+
+def test_task_priorities_by_hand():
+    # unseen → 1, last V > 0 → 1, last V = 0 → the zero weight
+    assert task_priorities(["a", "b", "c"], {"b": 0.25, "c": 0.0}, 0.1) == [1.0, 1.0, 0.1]
+
+
+def test_weighted_mix_batch_prefers_tasks_with_variance():
+    rng = np.random.default_rng(0)
+    pool = [f"t{i}" for i in range(8)]
+    weights = task_priorities(pool, {f"t{i}": 0.0 for i in range(6)}, 0.01)  # t6, t7 teach
+    counts = {t: 0 for t in pool}
+    for _ in range(300):
+        for t in mix_batch(pool, [], 2, 0.0, rng, weights):
+            counts[t] += 1
+    assert counts["t6"] + counts["t7"] > 0.8 * 600  # by hand: ≈ 0.98 of draws with w = 0.01
+    # without replacement while the positive weights last, so a batch of 2 holds t6 and t7 often
+    batch = mix_batch(pool, [], 8, 0.0, np.random.default_rng(1), weights)
+    assert sorted(batch) == sorted(pool)  # a batch as large as the pool takes every task once
+    with pytest.raises(ValueError):
+        mix_batch(pool, [], 2, 0.0, rng, [0.0] * 8)

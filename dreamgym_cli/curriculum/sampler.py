@@ -4,7 +4,10 @@
     train(..., sampler=sampler)     # the trainer calls sampler(n, rng), then sampler.observe(eps)
 
 Each batch is drawn by `mix_batch`: at most ⌊λ·n⌋ generated tasks, the rest from the original
-pool (tasks of the task file whose origin is not `generated`). `observe` records each task's
+pool (tasks of the task file whose origin is not `generated`). On, original tasks are drawn by
+priority (`task_priorities`): weight 1 for a task not yet seen or whose latest group had V > 0,
+`zero_variance_weight` (0.1) for one whose latest group had V = 0 — always solved or always
+failed, so GRPO learned nothing from it. Off, the draw is uniform. `observe` records each task's
 outcome rewards of the iteration:
 
     GRPO   the groups are the G episodes of each task draw; V per group; a task's V pools its
@@ -38,7 +41,7 @@ import numpy as np
 
 from dreamgym_cli.curriculum.variance import (cluster_groups, mix_batch, reward_variance,
                                               select_seed_tasks, spread_to_members,
-                                              zero_variance_share)
+                                              task_priorities, zero_variance_share)
 from dreamgym_cli.curriculum.variation import (REJECTION_REASONS, CandidateGenerator, Embed,
                                                evolve_pool)
 from dreamgym_cli.schema import Task
@@ -60,6 +63,7 @@ class CurriculumSettings:
     outcome: str = "return"
     seed: int = 0
     examples: int = 5  # generated tasks (with parents) kept for the run report
+    zero_variance_weight: float = 0.1  # draw weight of a task whose latest group had V = 0
 
 
 @dataclasses.dataclass
@@ -111,6 +115,7 @@ class CurriculumSampler:
         self.generate, self.initial_states, self.embed = generate, initial_states, embed
         self.iteration = 0  # iterations observed (the trainer's iteration index + 1)
         self.pending: dict[str, float] = {}  # latest V per task since the last round
+        self.latest: dict[str, float] = {}  # latest V per task over the whole run (priorities)
         self.last_batch: list[Task] = []
         self._vectors: dict[str, np.ndarray] = {}
 
@@ -155,7 +160,10 @@ class CurriculumSampler:
         np_rng = np.random.default_rng(rng.getrandbits(63))
         generated_ids = [r.task.task_id for r in self.generated]
         lam = self.settings.lam if self.settings.enabled else 0.0
-        ids = mix_batch([t.task_id for t in self.original], generated_ids, n, lam, np_rng)
+        original_ids = [t.task_id for t in self.original]
+        weights = task_priorities(original_ids, self.latest, self.settings.zero_variance_weight) \
+            if self.settings.enabled else None
+        ids = mix_batch(original_ids, generated_ids, n, lam, np_rng, weights)
         self.last_batch = [self.by_id[i] for i in ids]
         return list(self.last_batch)
 
@@ -165,6 +173,7 @@ class CurriculumSampler:
         rewards = [episode_reward(e, self.settings.outcome) for e in episodes]
         group_v, task_v = self._variances(episodes, rewards)
         self.pending.update(task_v)
+        self.latest.update(task_v)
         metrics = self._batch_metrics(group_v)
         round_metrics = {"curriculum/added": 0, "curriculum/seeds": 0,
                          **{f"curriculum/rejected/{r}": 0 for r in REJECTION_REASONS}}

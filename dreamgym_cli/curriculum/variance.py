@@ -63,13 +63,41 @@ def _draw(pool: Sequence[Hashable], n: int, rng: np.random.Generator) -> list[Ha
     return out
 
 
+def _draw_weighted(pool: Sequence[Hashable], weights: Sequence[float], n: int,
+                   rng: np.random.Generator) -> list[Hashable]:
+    """n draws from `pool` in proportion to `weights`, without replacement while it lasts."""
+    w = np.asarray(weights, dtype=float)
+    if len(w) != len(pool) or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError("weights must be finite, ≥ 0, not all 0, one per pool task")
+    out: list[Hashable] = []
+    while len(out) < n:
+        take = min(n - len(out), int((w > 0).sum()))
+        picked = rng.choice(len(pool), size=take, replace=False, p=w / w.sum())
+        out.extend(pool[i] for i in picked)
+    return out
+
+
+def task_priorities(task_ids: Sequence[Hashable], variances: dict, zero_weight: float
+                    ) -> list[float]:
+    """Draw weights of the curriculum: 1 for a task never seen or last seen with V > 0,
+    `zero_weight` for one whose last group had V = 0 (always solved or always failed).
+
+    The documented heuristic behind "keep the agent on tasks it sometimes solves": tasks whose
+    last group taught nothing (GRPO's advantages are all zero there) are drawn less often, never excluded
+    (`zero_weight` > 0).
+    """
+    return [zero_weight if variances.get(t, 1.0) <= 0.0 else 1.0 for t in task_ids]
+
+
 def mix_batch(original_ids: Sequence[Hashable], generated_ids: Sequence[Hashable],
-              batch_size: int, lam: float, rng: np.random.Generator) -> list[Hashable]:
+              batch_size: int, lam: float, rng: np.random.Generator,
+              original_weights: Sequence[float] | None = None) -> list[Hashable]:
     """A batch of task ids with at most ⌊λ·batch_size⌋ generated tasks, the rest original.
 
     Fewer generated tasks when fewer exist (each generated task at most once); original tasks are
-    drawn without replacement and repeat only when the pool is smaller than what is needed.
-    The batch is shuffled. λ = 0 is the paper's "w/o task generation" ablation.
+    drawn without replacement (in proportion to `original_weights` when given) and repeat only
+    when the pool is smaller than what is needed. The batch is shuffled. λ = 0 is the paper's
+    "w/o task generation" ablation.
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
@@ -80,7 +108,10 @@ def mix_batch(original_ids: Sequence[Hashable], generated_ids: Sequence[Hashable
     n_original = batch_size - n_generated
     if n_original and not original_ids:
         raise ValueError("the original task pool is empty")
-    batch = _draw(list(original_ids), n_original, rng)
+    if original_weights is None:
+        batch = _draw(list(original_ids), n_original, rng)
+    else:
+        batch = _draw_weighted(list(original_ids), original_weights, n_original, rng)
     if n_generated:
         picked = rng.choice(len(generated_ids), size=n_generated, replace=False)
         batch += [generated_ids[i] for i in picked]

@@ -80,6 +80,8 @@ class TrainAgentConfig:
     seeds_per_round: int = option(4, help="Curriculum: seed tasks per round (top-m by reward "
                                   "variance, V > 0).")
     candidates: int = option(4, help="Curriculum: candidate variations sampled per seed task.")
+    zero_variance_weight: float = option(0.1, help="Curriculum: draw weight of a task whose "
+                                         "latest group had zero reward variance (others 1).")
     workers: int | None = option(None, help="Real env worker processes (0: in process).")
     full: bool = option(False, help="Pretrained base: train all weights instead of LoRA.")
     lora_r: int = option(16, help="LoRA rank (pretrained bases).")
@@ -111,6 +113,9 @@ class TrainAgentConfig:
             if getattr(self, name) < 1:
                 raise InputError(f"expected an integer >= 1, got {getattr(self, name)}",
                                  field=name)
+        if not 0.0 < self.zero_variance_weight <= 1.0:
+            raise InputError(f"expected a weight in (0, 1], got {self.zero_variance_weight}",
+                             field="zero_variance_weight")
         if not 0.0 <= self.lambda_ <= 1.0:
             raise InputError(f"expected a fraction in [0, 1], got {self.lambda_}", field="lambda")
         for name in ("max_steps", "max_real_steps", "max_new_tokens"):

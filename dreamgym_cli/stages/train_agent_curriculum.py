@@ -35,7 +35,8 @@ def make_sampler(config, env, pool, dream: bool):
     settings = CurriculumSettings(
         enabled=enabled, every=config.curriculum_every, lam=config.lambda_,
         seeds_per_round=config.seeds_per_round, candidates=config.candidates, algo=config.algo,
-        outcome=config.outcome, seed=config.seed)
+        outcome=config.outcome, seed=config.seed,
+        zero_variance_weight=config.zero_variance_weight)
     generate = states = None
     if enabled:
         from dreamgym_cli.curriculum.variation import em_candidate_generator
