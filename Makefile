@@ -14,6 +14,7 @@ help:
 	@echo "make demo   set up and run the TextWorld pipeline (tiny models, CPU)"
 	@echo "make test   set up and run the tests"
 	@echo "make bench  run the benchmarks in bench/"
+	@echo "make table1 the paper's Tables 1-2 in miniature (docs/results.md)"
 
 venv: $(STAMP)
 
@@ -46,3 +47,4 @@ test-fast: venv
 
 include pipelines/demo.mk
 include pipelines/bench.mk
+include pipelines/table1.mk

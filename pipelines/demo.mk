@@ -1,34 +1,47 @@
 # The demo: the whole DreamGym chain on real TextWorld games with tiny models on CPU.
-#   tasks → collect → ingest → annotate → train-em → eval-em → SFT → GRPO in the dream env
-#   → GRPO in the real env (for comparison) → eval on held-out real games → REPORT.md
+#   tasks → collect → ingest → annotate → train-em → eval-em → SFT → GRPO in the dream env (with
+#   the curriculum) → GRPO in the real env (for comparison) → eval on held-out real games
+#   → REPORT.md
 # Every stage writes an artifact with a manifest under $(DEMO_DIR); re-running skips the stages
-# whose inputs and config are unchanged. DEMO_SCALE=full runs a larger version.
+# whose inputs and config are unchanged. After the data stages, independent stages run
+# DEMO_JOBS at a time with one torch thread each (the experience model trains while SFT does;
+# the two GRPO runs train side by side). DEMO_SCALE=full runs a larger version.
 DEMO_DIR   ?= runs/demo
 DEMO_SCALE ?= small
 DEMO_CHALLENGE ?= tw-simple
+DEMO_JOBS  ?= 2
 ifeq ($(DEMO_SCALE),full)
   DEMO_TRAIN_SEEDS ?= 1-40
   DEMO_TEST_SEEDS  ?= 1001-1020
   DEMO_EPISODES    ?= 4
   DEMO_EM_BASE     ?= tiny:10m
   DEMO_EM_STEPS    ?= 1500
-  DEMO_SFT_STEPS   ?= 400
-  DEMO_ITERS       ?= 20
+  DEMO_SFT_STEPS   ?= 1200
+  DEMO_ITERS       ?= 10
 else
-  DEMO_TRAIN_SEEDS ?= 1-8
-  DEMO_TEST_SEEDS  ?= 1001-1004
+  DEMO_TRAIN_SEEDS ?= 1-12
+  DEMO_TEST_SEEDS  ?= 1001-1010
   DEMO_EPISODES    ?= 3
   DEMO_EM_BASE     ?= tiny:1m
-  DEMO_EM_STEPS    ?= 120
-  DEMO_SFT_STEPS   ?= 80
+  DEMO_EM_STEPS    ?= 300
+  DEMO_SFT_STEPS   ?= 600
   DEMO_ITERS       ?= 3
 endif
 D := $(DEMO_DIR)
+DEMO_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 RL_OPTS := --tasks $(D)/train_tasks.parquet --iterations $(DEMO_ITERS) --group-size 4 \
-           --batch-tasks 4 --max-steps-per-episode 12 --seed 0
+           --batch-tasks 4 --max-steps-per-episode 10 --seed 0
+EVAL_OPTS := --tasks $(D)/test_tasks.parquet --max-steps-per-episode 20 --workers 0
+
+.PHONY: demo demo-data demo-runs demo-report
 
 demo: venv
 	@mkdir -p $(D)
+	$(MAKE) --no-print-directory demo-data
+	$(MAKE) --no-print-directory -j$(DEMO_JOBS) demo-runs
+	$(MAKE) --no-print-directory demo-report
+
+demo-data:
 	$(DG) tasks make --env textworld --challenge $(DEMO_CHALLENGE) --seeds $(DEMO_TRAIN_SEEDS) --split train --out $(D)/train_tasks.parquet
 	$(DG) tasks make --env textworld --challenge $(DEMO_CHALLENGE) --seeds $(DEMO_TEST_SEEDS) --split test --out $(D)/test_tasks.parquet
 	$(DG) collect --tasks $(D)/train_tasks.parquet --policy expert,mixed --epsilon 0.3 --episodes-per-task $(DEMO_EPISODES) --out $(D)/train_episodes.jsonl
@@ -36,14 +49,27 @@ demo: venv
 	$(DG) ingest $(D)/train_episodes.jsonl --store $(D)/store
 	$(DG) store info $(D)/store
 	$(DG) annotate --store $(D)/store
-	$(DG) train-em --store $(D)/store --base $(DEMO_EM_BASE) --max-steps $(DEMO_EM_STEPS) --batch-size 8 --max-length 768 --retrieval-k 2 --history 1 --out $(D)/em
-	$(DG) eval-em --em $(D)/em --episodes $(D)/test_episodes.jsonl --max-episodes 2 --max-retries 0 --out $(D)/fidelity
-	$(DG) train-agent --algo sft --store $(D)/store --base tiny:1m --max-steps $(DEMO_SFT_STEPS) --out $(D)/policy_sft
-	$(DG) train-agent --algo grpo --init $(D)/policy_sft --env dream:$(D)/em --store $(D)/store $(RL_OPTS) --out $(D)/policy_dream
-	$(DG) train-agent --algo grpo --init $(D)/policy_sft --env textworld $(RL_OPTS) --out $(D)/policy_real
-	$(DG) eval --policy $(D)/policy_sft --tasks $(D)/test_tasks.parquet --out $(D)/eval_sft
-	$(DG) eval --policy $(D)/policy_dream --tasks $(D)/test_tasks.parquet --out $(D)/eval_dream
-	$(DG) eval --policy $(D)/policy_real --tasks $(D)/test_tasks.parquet --out $(D)/eval_real
+
+$(D)/em/manifest.json:
+	$(DEMO_ENV) $(DG) train-em --store $(D)/store --base $(DEMO_EM_BASE) --max-steps $(DEMO_EM_STEPS) --batch-size 8 --max-length 1024 --retrieval-k 2 --history 0 --task-examples 8 --out $(D)/em
+$(D)/fidelity/manifest.json: $(D)/em/manifest.json
+	$(DEMO_ENV) $(DG) eval-em --em $(D)/em --episodes $(D)/test_episodes.jsonl --max-episodes 2 --max-retries 0 --out $(D)/fidelity
+$(D)/policy_sft/manifest.json:
+	$(DEMO_ENV) $(DG) train-agent --algo sft --store $(D)/store --base tiny:1m --max-steps $(DEMO_SFT_STEPS) --history-budget-tokens 0 --out $(D)/policy_sft
+# The dream run enriches a copy of the store, so the store SFT and the experience model learnt
+# from stays as collected (and their stages stay up to date on a re-run).
+$(D)/policy_dream/manifest.json: $(D)/policy_sft/manifest.json $(D)/em/manifest.json
+	test -d $(D)/store_dream || cp -r $(D)/store $(D)/store_dream
+	$(DEMO_ENV) $(DG) train-agent --algo grpo --init $(D)/policy_sft --env dream:$(D)/em --store $(D)/store_dream $(RL_OPTS) --out $(D)/policy_dream
+$(D)/policy_real/manifest.json: $(D)/policy_sft/manifest.json
+	$(DEMO_ENV) $(DG) train-agent --algo grpo --init $(D)/policy_sft --env textworld $(RL_OPTS) --workers 0 --out $(D)/policy_real
+$(D)/eval_%/manifest.json: $(D)/policy_%/manifest.json
+	$(DEMO_ENV) $(DG) eval --policy $(D)/policy_$* $(EVAL_OPTS) --out $(D)/eval_$*
+
+demo-runs: $(D)/fidelity/manifest.json $(D)/eval_sft/manifest.json \
+           $(D)/eval_dream/manifest.json $(D)/eval_real/manifest.json
+
+demo-report:
 	$(PY) pipelines/report.py $(D)
 
 clean-demo:

@@ -4,7 +4,9 @@
 
 Reads: fidelity/ (eval-em), policy_*/metrics.jsonl (train-agent), eval_*/results.json (eval),
 and the manifests for compute. Prints the success table and writes REPORT.md, curves.png and
-success.png into the run directory.
+success.png into the run directory: success with Wilson intervals, the fidelity table, the
+curriculum (zero-variance share, generated tasks with their parents), learning curves, and the
+seconds each stage took.
 """
 
 from __future__ import annotations
@@ -83,6 +85,37 @@ def plot_curves(run: Path, out: Path) -> bool:
     return True
 
 
+def curriculum_lines(run: Path) -> list[str]:
+    """The dream run's curriculum: zero-variance share per iteration and the generated tasks."""
+    manifest = _load(run / "policy_dream" / "manifest.json")
+    path = run / "policy_dream" / "metrics.jsonl"
+    if not manifest or not path.is_file():
+        return []
+    its = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    shares = [m.get("curriculum/zero_variance_share") for m in its]
+    info = manifest.get("curriculum") or {}
+    lines = ["## Curriculum (GRPO in DreamGym)\n",
+             f"Status: {info.get('status', '-')}. Share of GRPO groups with zero reward variance "
+             "per iteration: " + ", ".join("-" if v is None else f"{v:.2f}" for v in shares)
+             + f". Tasks generated: {info.get('generated_tasks') or 0}.\n"]
+    for example in info.get("examples") or []:
+        lines.append(f"- iteration {example.get('iteration')}: *{example.get('instruction')}*"
+                     f" (parent: {example.get('parent')})")
+    return lines
+
+
+def stage_seconds(run: Path) -> list[str]:
+    rows = []
+    for manifest_path in sorted(run.glob("*/manifest.json")):
+        manifest = _load(manifest_path)
+        if manifest and _seconds(manifest) is not None:
+            rows.append(f"| {manifest.get('stage', '-')} | {manifest_path.parent.name} | "
+                        f"{_seconds(manifest)} |")
+    if not rows:
+        return []
+    return ["## Time per stage\n", "| stage | output | seconds |", "|---|---|---|", *rows, ""]
+
+
 def plot_success(rows: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -124,8 +157,10 @@ def main(run: Path) -> int:
                   "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in fidelity["metrics"].items()]
         lines.append("\n![fidelity](fidelity/fidelity.png)\n")
+    lines += curriculum_lines(run)
     if plot_curves(run, run / "curves.png"):
         lines += ["## Learning curves\n", "![curves](curves.png)\n"]
+    lines += stage_seconds(run)
     (run / "REPORT.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:4 + len(rows) + 1]))
     print(f"\nwrote {run / 'REPORT.md'}")
