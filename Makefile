@@ -45,6 +45,7 @@ test: venv system-deps
 test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow" tests
 
+include pipelines/data.mk
 include pipelines/demo.mk
 include pipelines/bench.mk
 include pipelines/table1.mk

@@ -42,13 +42,7 @@ demo: venv
 	$(MAKE) --no-print-directory demo-report
 
 demo-data:
-	$(DG) tasks make --env textworld --challenge $(DEMO_CHALLENGE) --seeds $(DEMO_TRAIN_SEEDS) --split train --out $(D)/train_tasks.parquet
-	$(DG) tasks make --env textworld --challenge $(DEMO_CHALLENGE) --seeds $(DEMO_TEST_SEEDS) --split test --out $(D)/test_tasks.parquet
-	$(DG) collect --tasks $(D)/train_tasks.parquet --policy expert,mixed --epsilon 0.3 --episodes-per-task $(DEMO_EPISODES) --out $(D)/train_episodes.jsonl
-	$(DG) collect --tasks $(D)/test_tasks.parquet --policy expert --episodes-per-task 1 --out $(D)/test_episodes.jsonl
-	$(DG) ingest $(D)/train_episodes.jsonl --store $(D)/store
-	$(DG) store info $(D)/store
-	$(DG) annotate --store $(D)/store
+	$(call textworld_data,$(D),$(DEMO_CHALLENGE),$(DEMO_TRAIN_SEEDS),$(DEMO_TEST_SEEDS),$(DEMO_EPISODES))
 
 $(D)/em/manifest.json:
 	$(DEMO_ENV) $(DG) train-em --store $(D)/store --base $(DEMO_EM_BASE) --max-steps $(DEMO_EM_STEPS) --batch-size 8 --max-length 1024 --retrieval-k 2 --history 0 --task-examples 8 --out $(D)/em

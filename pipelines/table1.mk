@@ -19,7 +19,7 @@ T1_TEST_SEEDS   ?= 1001-1020
 T1_EPISODES     ?= 3
 T1_SEEDS        ?= 0 1 2
 T1_EM_BASE      ?= tiny:1m
-T1_EM_STEPS     ?= 300
+T1_EM_STEPS     ?= 450
 T1_SFT_STEPS    ?= 600
 T1_ITERS        ?= 3
 T1_GROUP        ?= 4
@@ -47,12 +47,7 @@ table1: venv
 	$(MAKE) --no-print-directory table1-report
 
 table1-data:
-	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_TRAIN_SEEDS) --split train --out $(T)/train_tasks.parquet
-	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_TEST_SEEDS) --split test --out $(T)/test_tasks.parquet
-	$(DG) collect --tasks $(T)/train_tasks.parquet --policy expert,mixed --epsilon 0.3 --episodes-per-task $(T1_EPISODES) --out $(T)/train_episodes.jsonl
-	$(DG) collect --tasks $(T)/test_tasks.parquet --policy expert --episodes-per-task 1 --out $(T)/test_episodes.jsonl
-	$(DG) ingest $(T)/train_episodes.jsonl --store $(T)/store
-	$(DG) annotate --store $(T)/store
+	$(call textworld_data,$(T),$(T1_CHALLENGE),$(T1_TRAIN_SEEDS),$(T1_TEST_SEEDS),$(T1_EPISODES))
 	@printf '{"challenge": "%s", "train_seeds": "%s", "test_seeds": "%s", "episodes_per_task": %s, "training_seeds": "%s", "em_base": "%s", "em_steps": %s, "sft_steps": %s, "iterations": %s, "group_size": %s, "batch_tasks": %s, "turns_per_episode": %s, "eval_turns": %s, "B": %s, "B_s2r": %s, "jobs": %s}\n' \
 	  "$(T1_CHALLENGE)" "$(T1_TRAIN_SEEDS)" "$(T1_TEST_SEEDS)" $(T1_EPISODES) "$(T1_SEEDS)" "$(T1_EM_BASE)" $(T1_EM_STEPS) $(T1_SFT_STEPS) $(T1_ITERS) $(T1_GROUP) $(T1_BATCH_TASKS) $(T1_TURNS) $(T1_EVAL_TURNS) $(T1_B) $(T1_B16) $(T1_JOBS) > $(T)/table1.json
 
@@ -67,38 +62,35 @@ $(T)/em/no_reasoning/manifest.json:
 $(T)/fidelity/%/manifest.json: $(T)/em/%/manifest.json
 	$(T1_ENV) $(DG) eval-em --em $(T)/em/$* --episodes $(T)/test_episodes.jsonl --max-episodes 3 --max-retries 0 --out $(T)/fidelity/$*
 
-# ---- the rows of one training seed ----------------------------------------------------------
-# $(1) = seed. A dream row copies the pristine store first (its run enriches only its copy).
+# ---- the rows of the training seeds --------------------------------------------------------
+# A dream row copies the pristine store first: its run enriches only its own copy.
 
+# $(1) seed, $(2) row, $(3) algo, $(4) experience model, $(5) extra options
+define T1_DREAM_ROW
+$(T)/seed$(1)/$(2)/manifest.json: $(T)/seed$(1)/sft/manifest.json $(T)/em/$(4)/manifest.json
+	@mkdir -p $(T)/seed$(1) && test -d $(T)/seed$(1)/store_$(2) || cp -r $(T)/store $(T)/seed$(1)/store_$(2)
+	$(T1_ENV) $(DG) train-agent --algo $(3) --init $(T)/seed$(1)/sft --env dream:$(T)/em/$(4) --store $(T)/seed$(1)/store_$(2) $(T1_RL) $(5) --seed $(1) --out $(T)/seed$(1)/$(2)
+endef
+# $(1) seed, $(2) row, $(3) algo, $(4) start policy (a row of this seed), $(5) real-step budget
+define T1_REAL_ROW
+$(T)/seed$(1)/$(2)/manifest.json: $(T)/seed$(1)/$(4)/manifest.json
+	$(T1_ENV) $(DG) train-agent --algo $(3) --init $(T)/seed$(1)/$(4) --env textworld $(T1_RL) --max-real-steps $(5) --workers 0 --seed $(1) --out $(T)/seed$(1)/$(2)
+endef
 define T1_SEED_RULES
 $(T)/seed$(1)/sft/manifest.json:
 	$(T1_ENV) $(DG) train-agent --algo sft --store $(T)/store --base tiny:1m --max-steps $(T1_SFT_STEPS) --history-budget-tokens 0 --seed $(1) --out $(T)/seed$(1)/sft
-$(T)/seed$(1)/grpo_real/manifest.json: $(T)/seed$(1)/sft/manifest.json
-	$(T1_ENV) $(DG) train-agent --algo grpo --init $(T)/seed$(1)/sft --env textworld $(T1_RL) --max-real-steps $(T1_B) --workers 0 --seed $(1) --out $(T)/seed$(1)/grpo_real
-$(T)/seed$(1)/ppo_real/manifest.json: $(T)/seed$(1)/sft/manifest.json
-	$(T1_ENV) $(DG) train-agent --algo ppo --init $(T)/seed$(1)/sft --env textworld $(T1_RL) --max-real-steps $(T1_B) --workers 0 --seed $(1) --out $(T)/seed$(1)/ppo_real
-$(T)/seed$(1)/grpo_dream/manifest.json: $(T)/seed$(1)/sft/manifest.json $(T)/em/full/manifest.json
-	$$(call t1_store,$(1),grpo_dream)
-	$(T1_ENV) $(DG) train-agent --algo grpo --init $(T)/seed$(1)/sft --env dream:$(T)/em/full --store $(T)/seed$(1)/store_grpo_dream $(T1_RL) --seed $(1) --out $(T)/seed$(1)/grpo_dream
-$(T)/seed$(1)/ppo_dream/manifest.json: $(T)/seed$(1)/sft/manifest.json $(T)/em/full/manifest.json
-	$$(call t1_store,$(1),ppo_dream)
-	$(T1_ENV) $(DG) train-agent --algo ppo --init $(T)/seed$(1)/sft --env dream:$(T)/em/full --store $(T)/seed$(1)/store_ppo_dream $(T1_RL) --seed $(1) --out $(T)/seed$(1)/ppo_dream
-$(T)/seed$(1)/dream_no_retrieval/manifest.json: $(T)/seed$(1)/sft/manifest.json $(T)/em/no_retrieval/manifest.json
-	$$(call t1_store,$(1),dream_no_retrieval)
-	$(T1_ENV) $(DG) train-agent --algo grpo --init $(T)/seed$(1)/sft --env dream:$(T)/em/no_retrieval --store $(T)/seed$(1)/store_dream_no_retrieval $(T1_RL) --seed $(1) --out $(T)/seed$(1)/dream_no_retrieval
-$(T)/seed$(1)/dream_no_reasoning/manifest.json: $(T)/seed$(1)/sft/manifest.json $(T)/em/no_reasoning/manifest.json
-	$$(call t1_store,$(1),dream_no_reasoning)
-	$(T1_ENV) $(DG) train-agent --algo grpo --init $(T)/seed$(1)/sft --env dream:$(T)/em/no_reasoning --store $(T)/seed$(1)/store_dream_no_reasoning $(T1_RL) --seed $(1) --out $(T)/seed$(1)/dream_no_reasoning
-$(T)/seed$(1)/dream_no_taskgen/manifest.json: $(T)/seed$(1)/sft/manifest.json $(T)/em/full/manifest.json
-	$$(call t1_store,$(1),dream_no_taskgen)
-	$(T1_ENV) $(DG) train-agent --algo grpo --init $(T)/seed$(1)/sft --env dream:$(T)/em/full --store $(T)/seed$(1)/store_dream_no_taskgen $(T1_RL) --no-curriculum --seed $(1) --out $(T)/seed$(1)/dream_no_taskgen
-$(T)/seed$(1)/s2r/manifest.json: $(T)/seed$(1)/grpo_dream/manifest.json
-	$(T1_ENV) $(DG) train-agent --algo grpo --init $(T)/seed$(1)/grpo_dream --env textworld $(T1_RL) --max-real-steps $(T1_B16) --workers 0 --seed $(1) --out $(T)/seed$(1)/s2r
 $(T)/seed$(1)/eval_%/manifest.json: $(T)/seed$(1)/%/manifest.json
 	$(T1_ENV) $(DG) eval --policy $(T)/seed$(1)/$$* --tasks $(T)/test_tasks.parquet --max-steps-per-episode $(T1_EVAL_TURNS) --workers 0 --out $(T)/seed$(1)/eval_$$*
 endef
-t1_store = test -d $(T)/seed$(1)/store_$(2) || { mkdir -p $(T)/seed$(1) && cp -r $(T)/store $(T)/seed$(1)/store_$(2); }
-$(foreach s,$(T1_SEEDS),$(eval $(call T1_SEED_RULES,$(s))))
+$(foreach s,$(T1_SEEDS),$(eval $(call T1_SEED_RULES,$(s))) \
+  $(eval $(call T1_REAL_ROW,$(s),grpo_real,grpo,sft,$(T1_B))) \
+  $(eval $(call T1_REAL_ROW,$(s),ppo_real,ppo,sft,$(T1_B))) \
+  $(eval $(call T1_REAL_ROW,$(s),s2r,grpo,grpo_dream,$(T1_B16))) \
+  $(eval $(call T1_DREAM_ROW,$(s),grpo_dream,grpo,full,)) \
+  $(eval $(call T1_DREAM_ROW,$(s),ppo_dream,ppo,full,)) \
+  $(eval $(call T1_DREAM_ROW,$(s),dream_no_retrieval,grpo,no_retrieval,)) \
+  $(eval $(call T1_DREAM_ROW,$(s),dream_no_reasoning,grpo,no_reasoning,)) \
+  $(eval $(call T1_DREAM_ROW,$(s),dream_no_taskgen,grpo,full,--no-curriculum)))
 
 T1_TARGETS := $(foreach v,full no_retrieval no_reasoning,$(T)/fidelity/$(v)/manifest.json) \
               $(foreach s,$(T1_SEEDS),$(foreach r,$(T1_ROWS),$(T)/seed$(s)/eval_$(r)/manifest.json))
