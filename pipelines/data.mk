@@ -11,3 +11,13 @@ define textworld_data
 	$(DG) store info $(1)/store
 	$(DG) annotate --store $(1)/store
 endef
+
+# A pipeline in three phases: NAME-data (in order), NAME-runs (JOBS stages at a time, as their
+# manifests' dependencies allow), NAME-report.
+#   $(call staged_run,DIR,NAME,JOBS)
+define staged_run
+	@mkdir -p $(1)
+	$(MAKE) --no-print-directory $(2)-data
+	$(MAKE) --no-print-directory -j$(3) $(2)-runs
+	$(MAKE) --no-print-directory $(2)-report
+endef

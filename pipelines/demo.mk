@@ -36,10 +36,7 @@ EVAL_OPTS := --tasks $(D)/test_tasks.parquet --max-steps-per-episode 20 --worker
 .PHONY: demo demo-data demo-runs demo-report
 
 demo: venv
-	@mkdir -p $(D)
-	$(MAKE) --no-print-directory demo-data
-	$(MAKE) --no-print-directory -j$(DEMO_JOBS) demo-runs
-	$(MAKE) --no-print-directory demo-report
+	$(call staged_run,$(D),demo,$(DEMO_JOBS))
 
 demo-data:
 	$(call textworld_data,$(D),$(DEMO_CHALLENGE),$(DEMO_TRAIN_SEEDS),$(DEMO_TEST_SEEDS),$(DEMO_EPISODES))

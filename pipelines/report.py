@@ -23,6 +23,10 @@ def _load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _seconds(manifest: dict | None) -> float | None:
     from datetime import datetime
 
@@ -94,14 +98,22 @@ def curriculum_lines(run: Path) -> list[str]:
     its = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     shares = [m.get("curriculum/zero_variance_share") for m in its]
     info = manifest.get("curriculum") or {}
+    made = (manifest.get("metrics") or {}).get("curriculum/generated_in_run", 0)
     lines = ["## Curriculum (GRPO in DreamGym)\n",
              f"Status: {info.get('status', '-')}. Share of GRPO groups with zero reward variance "
              "per iteration: " + ", ".join("-" if v is None else f"{v:.2f}" for v in shares)
-             + f". Tasks generated: {info.get('generated_tasks') or 0}.\n"]
+             + f". Tasks the experience model wrote and the checks let in: {made}"
+             + (f" (all in `policy_dream/{info['generated_tasks']}`)" if info.get("generated_tasks")
+                else "") + ". Examples, with the task each varies:\n"]
     for example in info.get("examples") or []:
-        lines.append(f"- iteration {example.get('iteration')}: *{example.get('instruction')}*"
-                     f" (parent: {example.get('parent')})")
+        lines.append(f"- iteration {example.get('iteration')}: *{_cut(example.get('instruction'))}*"
+                     f" — parent: {_cut(example.get('parent'))}")
     return lines
+
+
+def _cut(text, chars: int = 400) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= chars else text[:chars - 1] + "…"
 
 
 def stage_seconds(run: Path) -> list[str]:
@@ -146,7 +158,7 @@ def main(run: Path) -> int:
     for r in rows:
         lines.append(f"| {r['row']} | {r['success']:.2f} | [{r['lo']:.2f}, {r['hi']:.2f}] | "
                      f"{r['episodes']} | {r['mean_return']:.2f} | "
-                     f"{r['invalid_action_rate'] if r['invalid_action_rate'] is not None else '-'}"
+                     f"{_num(r['invalid_action_rate'])}"
                      f" | {r['real_steps'] if r['real_steps'] is not None else '-'} | "
                      f"{r['train_seconds'] if r['train_seconds'] is not None else '-'} |")
     if rows:

@@ -41,10 +41,7 @@ T1_ROWS := sft grpo_real grpo_dream s2r ppo_real ppo_dream dream_no_retrieval \
 .PHONY: table1 table1-data table1-runs table1-report clean-table1
 
 table1: venv
-	@mkdir -p $(T)
-	$(MAKE) --no-print-directory table1-data
-	$(MAKE) --no-print-directory -j$(T1_JOBS) table1-runs
-	$(MAKE) --no-print-directory table1-report
+	$(call staged_run,$(T),table1,$(T1_JOBS))
 
 table1-data:
 	$(call textworld_data,$(T),$(T1_CHALLENGE),$(T1_TRAIN_SEEDS),$(T1_TEST_SEEDS),$(T1_EPISODES))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "pipelines" / "table1_report.py"
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = Path(sys.executable)  # the interpreter running the tests (the project venv)
 
 
 def write(path: Path, obj) -> None:
@@ -90,7 +90,7 @@ def make_run(run: Path) -> None:
 
 
 def run_report(*args) -> subprocess.CompletedProcess:
-    python = PYTHON if PYTHON.is_file() else Path(sys.executable)
+    python = PYTHON
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     return subprocess.run([str(python), str(SCRIPT), *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
