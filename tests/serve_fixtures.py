@@ -52,10 +52,11 @@ def _wait_ready(proc: subprocess.Popen, url: str, err_path: Path) -> None:
             raise RuntimeError(f"dreamgym serve exited with {proc.returncode}:\n"
                                f"{err_path.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/", timeout=1.0).status_code == 200:
-                return
+            ready = httpx.get(f"{url}/", timeout=1.0).status_code == 200
         except httpx.TransportError:
-            pass
+            ready = False  # not listening yet
+        if ready:
+            return
         time.sleep(0.2)
     raise RuntimeError(f"dreamgym serve not ready after {READY_SECONDS}s:\n"
                        f"{err_path.read_text()[-3000:]}")

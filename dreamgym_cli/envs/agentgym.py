@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task
 
@@ -133,8 +133,7 @@ class AgentGymEnv:
                  retries: int = 3, backoff: float = 0.5, **_ignored: Any):
         self.env_name, self.url = parse_env_name(name)
         self.name = f"{PREFIX}:{self.env_name}@{self.url}"
-        if max_steps is not None and max_steps < 1:
-            raise InputError(f"expected a step limit >= 1, got {max_steps}", field="max_steps")
+        check_step_limit(max_steps)
         self.profile = PROFILES.get(self.env_name, _DETECTED)
         self.max_steps, self.timeout, self.retries, self.backoff = max_steps, timeout, retries, \
             backoff

@@ -26,7 +26,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import Task
 
@@ -101,8 +101,7 @@ class BabyAIEnv:
     name = ENV_NAME
 
     def __init__(self, max_steps: int | None = None, **_ignored: Any):
-        if max_steps is not None and max_steps < 1:
-            raise InputError(f"expected a step limit >= 1, got {max_steps}", field="max_steps")
+        check_step_limit(max_steps)
         self.max_steps_override = max_steps
         self._gym = None
         self._level: str | None = None

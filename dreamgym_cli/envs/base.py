@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
+from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task
 
 
@@ -61,3 +62,10 @@ def clean_action(action: str) -> str:
     """
     cleaned = "".join(" " if ch == "\\" or not ch.isprintable() else ch for ch in action)
     return " ".join(cleaned.split())
+
+
+def check_step_limit(max_steps: int | None, field: str = "max_steps") -> int | None:
+    """A step limit as given (None: the task's own), refused unless it is >= 1."""
+    if max_steps is not None and max_steps < 1:
+        raise InputError(f"expected a step limit >= 1, got {max_steps}", field=field)
+    return max_steps

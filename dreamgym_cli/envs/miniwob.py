@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
 from dreamgym_cli.envs.miniwob_expert import (
     admissible_actions, elements_from_dom, expert_action, parse_action, render_state,
 )
@@ -90,8 +90,7 @@ class MiniWoBEnv:
     name = ENV_NAME
 
     def __init__(self, max_steps: int | None = None, **_ignored: Any):
-        if max_steps is not None and max_steps < 1:
-            raise InputError(f"expected a step limit >= 1, got {max_steps}", field="max_steps")
+        check_step_limit(max_steps)
         self.max_steps_override = max_steps
         self._driver = None
         self._profile: str | None = None

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult, clean_action
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit, clean_action
 from dreamgym_cli.envs.textworld_games import (
     DEFAULT_MAX_STEPS, check_challenge, check_seed, default_data_dir, ensure_game,
     game_is_complete, game_objective, normalize_settings, resolve_inside,
@@ -199,8 +199,7 @@ class TextWorldEnv:
 
     def __init__(self, data_dir: str | Path | None = None, max_steps: int | None = None):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-        if max_steps is not None and max_steps < 1:
-            raise InputError(f"expected a step limit >= 1, got {max_steps}", field="max_steps")
+        check_step_limit(max_steps)
         self.max_steps_override = max_steps
         self._gym = None
         self._game: Path | None = None

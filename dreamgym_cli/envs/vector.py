@@ -58,7 +58,7 @@ def _worker(pipe, env_name: str, env_kwargs: dict[str, Any]) -> None:
             except Exception as e:  # noqa: BLE001 — the parent re-raises it
                 pipe.send(("error", e))
     except (EOFError, KeyboardInterrupt):
-        pass
+        return  # the parent closed its end or was interrupted: shut down (finally closes)
     finally:
         group.close()
         pipe.close()
@@ -138,7 +138,7 @@ class VectorEnv:
             try:
                 pipe.send(("close", None))
             except (BrokenPipeError, OSError):
-                pass
+                continue  # that worker is gone already; the join below reaps it
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():

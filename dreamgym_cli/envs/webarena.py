@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task
 
@@ -264,8 +264,7 @@ class BrowserGymEnv:
     def __init__(self, task_factory: Callable[[Task], tuple[type, dict]], *,
                  max_steps: int | None = None, keep: int = 10, min_keep: int = 3,
                  headless: bool = True, timeout_ms: int | None = None):
-        if max_steps is not None and max_steps < 1:
-            raise InputError(f"expected a step limit >= 1, got {max_steps}", field="max_steps")
+        check_step_limit(max_steps)
         self.task_factory, self.max_steps, self.keep, self.min_keep = task_factory, max_steps, \
             keep, min_keep
         self.headless, self.timeout_ms = headless, timeout_ms

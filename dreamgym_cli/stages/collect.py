@@ -26,6 +26,7 @@ from typing import Any
 
 from dreamgym_cli import artifacts
 from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.envs.base import check_step_limit
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import Episode, Step, Task, now_utc, validate_task
 
@@ -169,8 +170,7 @@ def _check_config(config: CollectConfig) -> None:
     if config.episodes_per_task < 1:
         raise InputError(f"expected at least 1, got {config.episodes_per_task}",
                          field="episodes_per_task")
-    if config.max_steps is not None and config.max_steps < 1:
-        raise InputError(f"expected a step limit >= 1, got {config.max_steps}", field="max_steps")
+    check_step_limit(config.max_steps)
     if config.workers is not None and config.workers < 1:
         raise InputError(f"expected at least 1 worker, got {config.workers}", field="workers")
     if Path(config.out).suffix not in (".jsonl", ".parquet"):

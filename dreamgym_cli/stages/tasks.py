@@ -23,6 +23,7 @@ from typing import Any
 
 from dreamgym_cli import artifacts
 from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.envs.base import check_step_limit
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import SPLITS, Task
 from dreamgym_cli.ui import counter_progress
@@ -93,8 +94,7 @@ def _check_common(config: MakeConfig) -> None:
     if config.split not in SPLITS:
         raise InputError(f"expected one of {', '.join(SPLITS)}, got {config.split!r}",
                          field="split")
-    if config.max_steps is not None and config.max_steps < 1:
-        raise InputError(f"expected a step limit >= 1, got {config.max_steps}", field="max_steps")
+    check_step_limit(config.max_steps)
     if Path(config.out).suffix not in (".parquet", ".jsonl"):
         raise InputError("expected a task file ending in .parquet or .jsonl", file=config.out,
                          field="out")
