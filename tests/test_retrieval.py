@@ -82,6 +82,7 @@ def test_env_filter_and_episode_exclusion(store):
 
 
 def test_precomputed_vectors_and_bad_queries(store):
+    store.embed(progress=False)  # on its own: xdist may run this before the tests that embed
     index, keys = retrieval.sync_index(store, default_embedder_id())
     table = store.read_table("embeddings")
     vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False)[:2]).astype(np.float32)
