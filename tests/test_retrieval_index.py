@@ -52,7 +52,11 @@ def test_approximate_index_recall_at_10_against_exact():
     truth, truth_scores = exact_search(data, queries, 10)
     assert recall(ids, truth) >= 0.9
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
-    np.testing.assert_allclose(scores[:, 0], truth_scores[:, 0], atol=1e-3)
+    # HNSW is approximate (and its parallel build is not deterministic): the best hit is the exact
+    # best for almost every query, and never scores above it
+    same_top = np.abs(scores[:, 0] - truth_scores[:, 0]) <= 1e-3
+    assert same_top.mean() >= 0.95, same_top.mean()
+    assert (scores[:, 0] <= truth_scores[:, 0] + 1e-3).all()
 
 
 def test_growing_past_the_threshold_switches_to_hnsw_and_keeps_every_vector():
