@@ -181,9 +181,11 @@ def collect(
 def ingest(
     files: list[Path] = typer.Argument(..., help="Trajectory files: canonical JSONL/Parquet, HF "
                                        "datasets (save_to_disk dirs, parquet/json files), "
-                                       "AgentGym conversations JSON."),
+                                       "AgentGym/AgentInstruct/ETO/ShareGPT conversations, "
+                                       "OpenAI `messages` files; JSON/JSONL may be .gz/.zst."),
     store: Path = typer.Option(..., "--store", help="Replay store directory (created if missing)."),
-    fmt: str = typer.Option("auto", "--format", help="auto, canonical, hf, agentgym."),
+    fmt: str = typer.Option("auto", "--format", help="auto, canonical, hf, agentgym, "
+                            "agentinstruct, eto, openai, sharegpt."),
     env: Optional[str] = typer.Option(None, help="Env name for records that do not carry one "
                                       "(AgentGym files: taken from item_id when absent)."),
     source: Optional[str] = typer.Option(None, help="Override source (real/synthetic) for "
@@ -192,13 +194,18 @@ def ingest(
                                "for retrieval now (otherwise on first retrieval)."),
     batch_steps: int = typer.Option(50_000, help="Transitions per commit: a crash loses at most "
                                     "the batch being written."),
+    on_error: str = typer.Option("fail", "--on-error", help="fail (nothing is stored) or skip "
+                                 "(store the good records, list the bad in a rejects file)."),
+    rejects: Optional[Path] = typer.Option(None, help="Rejects file for --on-error skip "
+                                           "(default: S/manifests/ingest-<time>-rejects.jsonl)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Read trajectory files into a replay store (validated, deduplicated, atomic)."""
     from dreamgym_cli.stages import ingest as stage
 
     c = stage.IngestConfig(files=tuple(files), store=store, format=fmt, env=env, source=source,
-                           embed=embed, batch_steps=batch_steps)
+                           embed=embed, batch_steps=batch_steps, on_error=on_error,
+                           rejects=rejects)
     emit(stage.run(c), as_json, stage.render)
 
 
@@ -385,6 +392,7 @@ def train_agent(
     max_steps: Optional[int] = typer.Option(None, help=_help(_AGENT, "max_steps")),
     epochs: Optional[float] = typer.Option(None, help=_help(_AGENT, "epochs")),
     batch_size: Optional[int] = typer.Option(None, help=_help(_AGENT, "batch_size")),
+    sft_data: Optional[str] = typer.Option(None, help=_help(_AGENT, "sft_data")),
     sft_all: Optional[bool] = typer.Option(None, "--sft-all", help=_help(_AGENT, "sft_all")),
     group_size: Optional[int] = typer.Option(None, help=_help(_AGENT, "group_size")),
     batch_tasks: Optional[int] = typer.Option(None, help=_help(_AGENT, "batch_tasks")),
@@ -393,6 +401,17 @@ def train_agent(
     kl_estimator: Optional[str] = typer.Option(None, help=_help(_AGENT, "kl_estimator")),
     ppo_epochs: Optional[int] = typer.Option(None, help=_help(_AGENT, "ppo_epochs")),
     mini_batches: Optional[int] = typer.Option(None, help=_help(_AGENT, "mini_batches")),
+    warmup_steps: Optional[int] = typer.Option(None, help=_help(_AGENT, "warmup_steps")),
+    value_lr: Optional[float] = typer.Option(None, help=_help(_AGENT, "value_lr")),
+    value_detach: Optional[bool] = typer.Option(None, "--value-detach/--value-shared",
+                                                help=_help(_AGENT, "value_detach")),
+    invalid_penalty: Optional[float] = typer.Option(None, help=_help(_AGENT, "invalid_penalty")),
+    temperature: Optional[float] = typer.Option(None, help=_help(_AGENT, "temperature")),
+    retrieve_synthetic: Optional[bool] = typer.Option(
+        None, "--retrieve-synthetic/--retrieve-real", help=_help(_AGENT, "retrieve_synthetic")),
+    eval_tasks: Optional[Path] = typer.Option(None, help=_help(_AGENT, "eval_tasks")),
+    eval_every: Optional[int] = typer.Option(None, help=_help(_AGENT, "eval_every")),
+    eval_turns: Optional[int] = typer.Option(None, help=_help(_AGENT, "eval_turns")),
     entropy_coef: Optional[float] = typer.Option(None, help=_help(_AGENT, "entropy_coef")),
     outcome: Optional[str] = typer.Option(None, help=_help(_AGENT, "outcome")),
     max_steps_per_episode: Optional[int] = typer.Option(
@@ -428,6 +447,10 @@ def train_agent(
     c = cfg.build(stage.TrainAgentConfig, config, algo=algo, out=out_path, store=store,
                   base=base, init=init, env=env, tasks=tasks, iterations=iterations,
                   max_steps=max_steps, epochs=epochs, batch_size=batch_size, sft_all=sft_all,
+                  sft_data=sft_data, warmup_steps=warmup_steps, value_lr=value_lr,
+                  value_detach=value_detach, invalid_penalty=invalid_penalty,
+                  temperature=temperature, retrieve_synthetic=retrieve_synthetic,
+                  eval_tasks=eval_tasks, eval_every=eval_every, eval_turns=eval_turns,
                   group_size=group_size, batch_tasks=batch_tasks, lr=lr, kl_coef=kl_coef,
                   kl_estimator=kl_estimator, ppo_epochs=ppo_epochs, mini_batches=mini_batches,
                   entropy_coef=entropy_coef, outcome=outcome,
@@ -524,6 +547,14 @@ def serve(
     store: Optional[Path] = typer.Option(None, help=_help(_SERVE, "store")),
     max_new_tokens: Optional[int] = typer.Option(None, help=_help(_SERVE, "max_new_tokens")),
     max_retries: Optional[int] = typer.Option(None, help=_help(_SERVE, "max_retries")),
+    agentgym_env: Optional[str] = typer.Option(None, help=_help(_SERVE, "agentgym_env")),
+    reward: Optional[str] = typer.Option(None, help=_help(_SERVE, "reward")),
+    step_timeout: Optional[float] = typer.Option(None, help=_help(_SERVE, "step_timeout")),
+    max_body_bytes: Optional[int] = typer.Option(None, help=_help(_SERVE, "max_body_bytes")),
+    body_timeout: Optional[float] = typer.Option(None, help=_help(_SERVE, "body_timeout")),
+    max_action_chars: Optional[int] = typer.Option(None,
+                                                   help=_help(_SERVE, "max_action_chars")),
+    item_ids: Optional[Path] = typer.Option(None, help=_help(_SERVE, "item_ids")),
     config: Optional[Path] = CONFIG_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -534,10 +565,14 @@ def serve(
     c = cfg.build(stage.ServeConfig, config, em=em, env=env, env_name=env_name, tasks=tasks,
                   host=host, port=port, dialect=dialect, max_sessions=max_sessions,
                   idle_timeout=idle_timeout, max_steps=max_steps, store=store,
-                  max_new_tokens=max_new_tokens, max_retries=max_retries)
+                  max_new_tokens=max_new_tokens, max_retries=max_retries,
+                  agentgym_env=agentgym_env, reward=reward, step_timeout=step_timeout,
+                  max_body_bytes=max_body_bytes, body_timeout=body_timeout,
+                  max_action_chars=max_action_chars, item_ids=item_ids)
     announce = lambda s: err.print(  # noqa: E731 — stdout stays for the --json summary
         f"serving {s['env_name']} ({'dream env' if s['dream'] else 'real env'}, {s['tasks']} "
-        f"tasks, dialect {s['dialect']}) at {s['url']}; Ctrl-C to stop", highlight=False,
+        f"tasks, shape {s['shape']}, {s['reward']} rewards) at {s['url']}; Ctrl-C to stop",
+        highlight=False,
         soft_wrap=True)
     emit(stage.run(c, announce=announce), as_json)
 

@@ -69,6 +69,10 @@ STEP_SCHEMA = pa.schema(
         pa.field("policy", pa.string(), nullable=False),
         pa.field("created_at", TIMESTAMP, nullable=False),
         pa.field("content_hash", pa.string(), nullable=False),
+        # JSON text: where the transition came from (input format, file, line, the source file's
+        # ids and keys we have no column for). Not part of content_hash. Added after v1's first
+        # stores: segments without it read as null (DuckDB union_by_name, Arrow promotion).
+        pa.field("metadata", pa.string()),
     ],
     metadata=_meta("steps"),
 )
@@ -90,6 +94,7 @@ EPISODE_SCHEMA = pa.schema(
 )
 
 SCHEMAS = {"tasks": TASK_SCHEMA, "steps": STEP_SCHEMA, "episodes": EPISODE_SCHEMA}
+OPTIONAL_COLUMNS = ("metadata",)  # added to v1 later: writers and segments without them are fine
 EPISODE_FIELDS_IN_STEP = ("episode_id", "task_id", "env", "source", "policy")
 
 
@@ -145,6 +150,7 @@ class Step:
     reasoning: str | None
     policy: str
     created_at: datetime
+    metadata: str | None = None  # JSON text (provenance), see STEP_SCHEMA
 
     def to_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
@@ -377,7 +383,25 @@ def validate_step(rec: Any, episode: dict[str, Any], where: str = "") -> dict[st
         "created_at": _time(merged, "created_at", where),
     }
     row["content_hash"] = step_hash(row)
+    row["metadata"] = _metadata(merged, where)
     return row
+
+
+def _metadata(rec: dict, where: str) -> str | None:
+    """The step's metadata as JSON text: an object (or its JSON text), or null."""
+    value = rec.get("metadata")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise InputError(f"metadata is not valid JSON ({e.msg})",
+                             field=f"{where}metadata") from None
+    if not isinstance(value, dict):
+        raise InputError(f"expected an object or null, got {type(value).__name__}",
+                         field=f"{where}metadata")
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def validate_episode(rec: Any, where: str = "") -> tuple[dict, dict, list[dict]]:
@@ -435,11 +459,15 @@ def episode_to_json(task: dict, episode: dict, steps: list[dict]) -> dict[str, A
     out.update({k: v for k, v in episode.items() if k != "content_hash"})
     out["created_at"] = _iso(episode["created_at"])
     out["task"] = task_obj
-    out["steps"] = [
-        {k: (_iso(v) if k == "created_at" else v) for k, v in s.items()
-         if k not in EPISODE_FIELDS_IN_STEP and k != "content_hash"}
-        for s in steps
-    ]
+    out["steps"] = [_step_json(s) for s in steps]
+    return out
+
+
+def _step_json(step: dict) -> dict[str, Any]:
+    out = {k: (_iso(v) if k == "created_at" else v) for k, v in step.items()
+           if k not in EPISODE_FIELDS_IN_STEP and k not in ("content_hash", "metadata")}
+    if step.get("metadata") is not None:  # absent rather than null: files without it stay as they were
+        out["metadata"] = json.loads(step["metadata"])
     return out
 
 

@@ -61,6 +61,8 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             if not raw:
                 break
             lineno += 1
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark, as some Windows tools write
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 raise InputError(f"line is longer than {MAX_LINE_BYTES >> 20} MiB; expected one "
                                  "episode per line", file=path, line=lineno)
@@ -105,7 +107,7 @@ def read_episodes_numbered(path: str | Path, *, env: str | None = None, source: 
     """
     path = Path(path)
     _check_readable_file(path)
-    records = _parquet_records(path) if path.suffix == ".parquet" else iter_json_lines(path)
+    records = parquet_records(path) if path.suffix == ".parquet" else iter_json_lines(path)
     seen: dict[str, int] = {}
     for lineno, obj in records:
         fill_defaults(obj, env=env, source=source)
@@ -133,7 +135,8 @@ def fill_defaults(obj: Any, *, env: str | None = None, source: str | None = None
         task["env"] = env
 
 
-def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
+def parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row, parsed record) of a canonical trajectory Parquet file."""
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:

@@ -1,22 +1,22 @@
-"""Trajectory files in other people's formats, read into validated canonical records.
+"""Trajectory files in the field's formats, read into validated canonical records.
 
-- **canonical**: our JSONL/Parquet (`trajectories.py`).
-- **hf**: Hugging Face datasets — a `save_to_disk` directory or parquet/json data files — whose
-  rows are canonical episodes (nested `steps`), flat step rows (grouped by `episode_id`, ordered
-  by `t`), or AgentGym conversations.
-- **agentgym**: AgentGym trajectories (AgentTraj-L and its inference outputs): a JSON list or
-  JSONL of `{"item_id": "webshop_6", "conversations": [{"from": "human"|"gpt", "value": ...,
-  "loss": ...}], "reward"?: ..., "success"?: ...}`.
+- **canonical**: our JSONL/Parquet (`trajectories.py`, `schema.py`).
+- **agentgym**, **agentinstruct**, **eto**, **openai**, **sharegpt**: chat conversations of agent
+  trajectories (`conversations.py` maps them; docs/formats.md shows each).
+- **hf**: Hugging Face datasets — a `save_to_disk` directory or parquet/json/arrow data files —
+  whose rows are canonical episodes (nested `steps`), flat step rows (grouped by `episode_id`,
+  ordered by `t`), or conversations.
 
-Every reader yields `Read` items: a validated (task, episode, steps) with the line (or row) it
-came from, or a rejection with its reason (an AgentGym item without any agent turn). Anything
-malformed is an `InputError` naming the file, line and field.
+JSON, JSONL and Parquet files may be compressed (`.gz`, `.zst`); a UTF-8 BOM is skipped
+(`trajectory_io.py`). Every reader yields `Read` items: a validated (task, episode, steps) with
+the line (or row) it came from, a record with nothing to learn from (`rejected`), or a record's
+`InputError` (file, line, field) — the caller stops at it or skips it. Errors that make the rest
+of a file unreadable (missing, not Parquet, a truncated JSON list) are raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import tempfile
@@ -27,11 +27,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dreamgym_cli import trajectories
+from dreamgym_cli import trajectories, trajectory_io
+from dreamgym_cli.conversations import (
+    CONVERSATION_FORMATS, TURN_KEYS, conversation_episode, conversation_flavour,
+    looks_like_conversation,
+)
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import SPLITS, validate_episode
 
-FORMATS = ("auto", "canonical", "hf", "agentgym")
+FORMATS = ("auto", "canonical", "hf", *CONVERSATION_FORMATS)
 HF_DIR_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 TASK_COLUMNS = ("task_id", "env", "instruction", "spec", "split", "origin", "parent_id",
                 "generation")
@@ -39,28 +43,38 @@ TASK_COLUMNS = ("task_id", "env", "instruction", "spec", "split", "origin", "par
 
 @dataclasses.dataclass
 class Read:
-    """One record of an input file: an episode, or the reason it was rejected."""
+    """One record of an input file: an episode, why it holds none, or what is wrong with it."""
 
     line: int
     task: dict[str, Any] | None = None
     episode: dict[str, Any] | None = None
     steps: list[dict[str, Any]] | None = None
     rejected: str | None = None
+    error: InputError | None = None
 
 
 def read_records(path: Path, fmt: str, *, env: str | None = None,
                  source: str | None = None) -> Iterator[Read]:
-    """Validated records of `path` in format `fmt` (as returned by `detect_format`)."""
+    """Records of `path` in format `fmt` (as returned by `detect_format`)."""
     if fmt == "canonical":
-        for line, task, episode, steps in trajectories.read_episodes_numbered(
-                path, env=env, source=source):
-            yield Read(line, task, episode, steps)
-    elif fmt == "agentgym":
-        yield from read_agentgym(path, env=env, source=source)
+        yield from read_canonical(path, env=env, source=source)
+    elif fmt in CONVERSATION_FORMATS:
+        yield from read_conversations(path, fmt, env=env, source=source)
     elif fmt == "hf":
         yield from read_hf(path, env=env, source=source)
     else:
         raise unknown_name("format", fmt, FORMATS[1:], file=path)
+
+
+def _checked(path: Path, line: int, make) -> Read:
+    """Read(line, task, episode, steps) from make(), or Read(line, error=...) naming file+line."""
+    try:
+        rec = make()
+    except InputError as e:
+        return Read(line, error=e.at(file=path, line=line))
+    if isinstance(rec, str):
+        return Read(line, rejected=rec)
+    return Read(line, *rec)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,238 +93,131 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
         return _dir_error(path)
     if fmt != "auto":
         return fmt
-    if path.suffix == ".parquet":
-        try:
-            names = pq.read_schema(path).names
-        except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"not a readable Parquet file ({e})", file=path) from None
-        return "canonical" if "record" in names else "hf"
-    if path.suffix == ".arrow":
+    suffix = trajectory_io.data_suffix(path)
+    if suffix == ".parquet":
+        return _sniff_parquet(path)
+    if suffix == ".arrow":
         return "hf"
     return _sniff_json(path)
 
 
 def _dir_error(path: Path) -> str:
-    raise InputError("is a directory, expected a trajectory file (.jsonl, .json, .parquet) or a "
-                     "Hugging Face `save_to_disk` directory", file=path)
+    raise InputError("is a directory, expected a trajectory file (.jsonl, .json, .parquet, "
+                     "optionally .gz/.zst) or a Hugging Face `save_to_disk` directory", file=path)
+
+
+def _sniff_parquet(path: Path) -> str:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"not a readable Parquet file ({e})", file=path) from None
+    names = pf.schema_arrow.names
+    if "record" in names:
+        return "canonical"
+    if set(names) & set(TURN_KEYS) and pf.metadata.num_rows:
+        first = next(pf.iter_batches(batch_size=1)).to_pylist()[0]
+        return conversation_flavour(first)
+    return "hf"
 
 
 def _sniff_json(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-        if head.startswith(b"["):
-            return "agentgym"
-        f.seek(0)
-        first = f.readline(trajectories.MAX_LINE_BYTES)
+    head = trajectory_io.first_bytes(path, 1 << 20)
+    text = head.decode("utf-8", errors="ignore").lstrip()
+    if not text:
+        return "canonical"  # its reader says the file is empty
+    start = 1 if text.startswith("[") else 0
     try:
-        obj = json.loads(first)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return "canonical"  # its reader reports the bad line precisely
-    if isinstance(obj, dict):
-        if "conversations" in obj or "conversation" in obj:
-            return "agentgym"
-        if "steps" not in obj and "task" not in obj and {"episode_id", "action"} <= obj.keys():
-            return "hf"  # flat step rows
+        first, _ = json.JSONDecoder().raw_decode(text[start:].lstrip())
+    except json.JSONDecodeError:
+        # unreadable first record: the reader of the file's likely kind reports it precisely
+        return "agentgym" if start else "canonical"
+    if looks_like_conversation(first):
+        return conversation_flavour(first)
+    if isinstance(first, dict) and "steps" not in first and "task" not in first and \
+            {"episode_id", "action"} <= first.keys():
+        return "hf"  # flat step rows
+    if isinstance(first, dict) and not ({"steps", "task"} & first.keys()):
+        keys = ", ".join(sorted(map(str, first))[:12]) or "none"
+        raise InputError(f"cannot tell the format: the first record has keys {keys}; expected "
+                         "canonical episodes (task, steps), conversations (conversations or "
+                         "messages) or step rows (episode_id, t, action); see --format",
+                         file=path, line=1)
     return "canonical"
 
 
 # ----------------------------------------------------------------------------------------------
-# AgentGym conversations
-
-_ROLES = {"human": "human", "user": "human", "system": "human", "gpt": "gpt", "assistant": "gpt"}
-_ACKNOWLEDGEMENTS = {"ok", "okay", "sure", "understood", "got it", "ok, i understand"}
-_ITEM_ID = re.compile(r"^(?P<env>.+?)_(?P<idx>\d+)$")
+# Canonical JSONL / Parquet
 
 
-def read_agentgym(path: Path, *, env: str | None = None,
-                  source: str | None = None) -> Iterator[Read]:
-    """Episodes from an AgentGym JSON list or JSONL file (see `agentgym_episode`)."""
+def read_canonical(path: Path, *, env: str | None = None,
+                   source: str | None = None) -> Iterator[Read]:
+    """Canonical episodes; a repeated episode_id in one file is an error of the later record."""
+    if trajectory_io.data_suffix(path) == ".parquet":
+        records: Iterator[tuple[int, Any]] = trajectories.parquet_records(path)
+    else:
+        records = trajectory_io.json_items(path)
+    seen: dict[str, int] = {}
+
+    def make(obj: Any):
+        if isinstance(obj, InputError):
+            raise obj
+        trajectories.fill_defaults(obj, env=env, source=source)
+        task, episode, steps = validate_episode(obj)
+        first = seen.setdefault(episode["episode_id"], line)
+        if first != line:
+            raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first on line "
+                             f"{first})", field="episode_id")
+        return task, episode, steps
+
     count = 0
-    for line, item in _json_items(path):
+    for line, obj in records:
         count += 1
-        try:
-            rec, reason = agentgym_episode(item, env=env, source=source)
-            if rec is None:
-                yield Read(line, rejected=reason)
-                continue
-            task, episode, steps = validate_episode(rec)
-        except InputError as e:
-            raise e.at(file=path, line=line) from None
-        yield Read(line, task, episode, steps)
+        yield _checked(path, line, lambda: make(obj))
     if count == 0:
-        raise InputError("file has no items; expected AgentGym trajectories", file=path)
+        raise InputError("file is empty; expected one episode per line", file=path)
 
 
-def _json_items(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line, item) of a JSON list file, or of each line of a JSONL file."""
-    trajectories._check_readable_file(path)
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    if not head.startswith(b"["):
-        yield from trajectories.iter_json_lines(path)
-        return
-    data = path.read_bytes()
+# ----------------------------------------------------------------------------------------------
+# Conversations (AgentGym, AgentInstruct, ETO, OpenAI messages, ShareGPT)
+
+
+def read_conversations(path: Path, fmt: str, *, env: str | None = None,
+                       source: str | None = None) -> Iterator[Read]:
+    """Episodes from a JSON list, JSON object, JSONL or Parquet file of conversations."""
+    if trajectory_io.data_suffix(path) == ".parquet":
+        items: Iterator[tuple[int, Any]] = _parquet_rows(path)
+    else:
+        items = trajectory_io.json_items(path)
+    count = 0
+    for line, item in items:
+        count += 1
+        yield _conversation_read(path, line, item, fmt, env, source)
+    if count == 0:
+        raise InputError(f"file has no records; expected {fmt} conversations", file=path)
+
+
+def _conversation_read(path: Path, line: int, item: Any, fmt: str, env: str | None,
+                       source: str | None) -> Read:
+    def make():
+        if isinstance(item, InputError):
+            raise item
+        rec, reason = conversation_episode(item, fmt, env=env, source=source,
+                                           file_name=path.name, line=line)
+        return reason if rec is None else validate_episode(rec)
+
+    return _checked(path, line, make)
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 (byte {e.start + 1} of the file)", file=path,
-                         line=data.count(b"\n", 0, e.start) + 1) from None
-    decoder = json.JSONDecoder()
-    lines = _LineCounter(text)
-    pos = text.index("[") + 1
-    while True:
-        start = _skip_ws(text, pos)
-        if start < len(text) and text[start] == "]":
-            if _skip_ws(text, start + 1) != len(text):
-                raise InputError("unexpected text after the closing ']'", file=path,
-                                 line=lines.at(start))
-            return
-        try:
-            item, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError as e:
-            what = "truncated JSON" if e.pos >= len(text.rstrip()) else "not valid JSON"
-            raise InputError(f"{what}: {e.msg}", file=path, line=e.lineno) from None
-        yield lines.at(start), item
-        pos = _skip_ws(text, end)
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
-        elif pos >= len(text) or text[pos] != "]":
-            raise InputError("truncated JSON: expected ',' or ']' after an item", file=path,
-                             line=lines.at(min(pos, len(text))))
-
-
-class _LineCounter:
-    """Line numbers of increasing offsets in a text, counted incrementally."""
-
-    def __init__(self, text: str):
-        self.text, self.offset, self.line = text, 0, 1
-
-    def at(self, offset: int) -> int:
-        self.line += self.text.count("\n", self.offset, offset)
-        self.offset = offset
-        return self.line
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
-def agentgym_episode(item: Any, *, env: str | None = None,
-                     source: str | None = None) -> tuple[dict | None, str | None]:
-    """A canonical episode object from one AgentGym item, or (None, why it was rejected).
-
-    The human turns before the first agent action are the prompt; the last of them is the first
-    observation (in AgentGym it carries the task: "WebShop [SEP] Instruction: ..."), used as the
-    task instruction and the first state. Each agent (`gpt`) turn is an action — its text after
-    the last "Action:" when it is in ReAct form — and the human turns after it are the next
-    observation. Where a conversation marks turns with `loss`, only `loss: true` agent turns are
-    actions (the "Ok." acknowledgement of the system prompt has `loss: false`). The reward is
-    unknown unless the item gives `reward` (then it is the last step's reward and the return);
-    unknown rewards are stored as null.
-    """
-    if not isinstance(item, dict):
-        raise InputError(f"expected an object, got {type(item).__name__}", field="item")
-    item_id = item.get("item_id")
-    if isinstance(item_id, int) and not isinstance(item_id, bool):
-        item_id = str(item_id)
-    if not isinstance(item_id, str) or not item_id.strip():
-        raise InputError("expected a non-empty string id like 'webshop_6'", field="item_id")
-    key = "conversations" if "conversations" in item else "conversation"
-    turns = _turns(item.get(key), key)
-    actions = _action_turns(turns)
-    if not actions:
-        return None, f"item {item_id!r} has no agent (gpt) turn"
-    prompt = [value for role, value, _ in turns[: actions[0]] if role == "human"]
-    if not prompt:
-        raise InputError("expected a human turn (the task and first observation) before the "
-                         "first agent turn", field=f"{key}[{actions[0]}].from")
-    reward, success = _outcome(item)
-    states = [prompt[-1]]
-    for k, i in enumerate(actions):
-        end = actions[k + 1] if k + 1 < len(actions) else len(turns)
-        states.append("\n\n".join(v for role, v, _ in turns[i + 1:end] if role == "human"))
-    last = len(actions) - 1
-    steps = [{"t": k, "state": states[k], "action": _action_text(turns[i][1]),
-              "next_state": states[k + 1], "admissible": None,
-              "reward": reward if k == last else None, "done": k == last,
-              "success": success if k == last else (None if success is None else False)}
-             for k, i in enumerate(actions)]
-    env_name, spec = _env_and_spec(item_id, env)
-    digest = hashlib.sha256(json.dumps([turns, reward, success]).encode()).hexdigest()[:12]
-    return {
-        "schema_version": item.get("schema_version", 1),
-        "episode_id": str(item.get("episode_id") or f"{item_id}-{digest}"),
-        "task": {"task_id": item_id, "env": env_name, "instruction": prompt[-1], "spec": spec},
-        "source": item.get("source") or source or "real",
-        "policy": str(item.get("policy") or item.get("model") or "agentgym"),
-        "return": reward,
-        "success": success,
-        "steps": steps,
-    }, None
-
-
-def _turns(raw: Any, key: str) -> list[tuple[str, str, bool | None]]:
-    if not isinstance(raw, list):
-        raise InputError(f"expected a list of turns, got {type(raw).__name__}", field=key)
-    turns = []
-    for i, turn in enumerate(raw):
-        where = f"{key}[{i}]"
-        if not isinstance(turn, dict):
-            raise InputError(f"expected an object, got {type(turn).__name__}", field=where)
-        role = _ROLES.get(turn.get("from"))
-        if role is None:
-            raise InputError(f"expected 'human' or 'gpt', got {turn.get('from')!r}",
-                             field=f"{where}.from")
-        value = turn.get("value")
-        if not isinstance(value, str):
-            raise InputError(f"expected a string, got {type(value).__name__}",
-                             field=f"{where}.value")
-        loss = turn.get("loss")
-        if loss is not None and not isinstance(loss, bool):
-            raise InputError(f"expected true, false or null, got {loss!r}", field=f"{where}.loss")
-        turns.append((role, value, loss))
-    return turns
-
-
-def _action_turns(turns: list[tuple[str, str, bool | None]]) -> list[int]:
-    if any(role == "gpt" and loss is not None for role, _, loss in turns):
-        return [i for i, (role, _, loss) in enumerate(turns) if role == "gpt" and loss]
-    return [i for i, (role, value, _) in enumerate(turns) if role == "gpt" and not (
-        i == 1 and value.strip().rstrip(".!").lower() in _ACKNOWLEDGEMENTS)]
-
-
-def _action_text(value: str) -> str:
-    head, sep, tail = value.rpartition("Action:")
-    return tail.strip() if sep and tail.strip() else value.strip()
-
-
-def _outcome(item: dict) -> tuple[float | None, bool | None]:
-    reward = item.get("reward")
-    if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))):
-        raise InputError(f"expected a number, got {type(reward).__name__}", field="reward")
-    success = item.get("success")
-    if success in (0, 1) and not isinstance(success, bool):
-        success = bool(success)
-    if success is not None and not isinstance(success, bool):
-        raise InputError(f"expected true/false or 0/1, got {success!r}", field="success")
-    if success is None and reward is not None:
-        success = reward >= 1.0  # AgentGym counts an episode as solved when its reward is 1
-    return (None if reward is None else float(reward)), success
-
-
-def _env_and_spec(item_id: str, env: str | None) -> tuple[str, dict[str, Any]]:
-    match = _ITEM_ID.match(item_id)
-    spec: dict[str, Any] = {"item_id": item_id}
-    if match:
-        spec["data_idx"] = int(match["idx"])
-    if env:
-        return env, spec
-    if not match:
-        raise InputError(f"cannot tell the env from item_id {item_id!r} (expected "
-                         "'<env>_<index>'); pass --env", field="item_id")
-    return match["env"], spec
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"not a readable Parquet file ({e})", file=path) from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for obj in batch.to_pylist():
+            row += 1
+            yield row, obj
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,16 +260,12 @@ def _hf_rows(path: Path, table: pa.Table, split: str | None, *, env: str | None,
     names = set(table.column_names)
     if table.num_rows == 0:
         raise InputError("dataset has no rows", file=path)
-    if names & {"conversations", "conversation"}:
+    if names & set(TURN_KEYS):
+        flavour = None
         for i, item in enumerate(_pylist(table), start=1):
-            try:
-                rec, reason = agentgym_episode(item, env=env, source=source)
-                if rec is None:
-                    yield Read(i, rejected=reason)
-                    continue
-                yield Read(i, *validate_episode(rec))
-            except InputError as e:
-                raise e.at(file=path, line=i) from None
+            flavour = flavour or (conversation_flavour(item) if isinstance(item, dict)
+                                  else "sharegpt")
+            yield _conversation_read(path, i, item, flavour, env, source)
     elif names & {"steps", "record"}:
         yield from _hf_episode_rows(path, table, split, env=env, source=source)
     elif {"episode_id", "action"} <= names:
@@ -398,12 +301,13 @@ def _hf_episode_rows(path: Path, table: pa.Table, split: str | None, *, env: str
             _clean_task(row["task"], split)
             trajectories.fill_defaults(row, env=env, source=source)
             task, episode, steps = validate_episode(row)
+            first = seen.setdefault(episode["episode_id"], i)
+            if first != i:
+                raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first in row "
+                                 f"{first})", field="episode_id")
         except InputError as e:
-            raise e.at(file=path, line=i) from None
-        first = seen.setdefault(episode["episode_id"], i)
-        if first != i:
-            raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first in row "
-                             f"{first})", file=path, line=i, field="episode_id")
+            yield Read(i, error=e.at(file=path, line=i))
+            continue
         yield Read(i, task, episode, steps)
 
 
@@ -442,8 +346,8 @@ def _episode_from_steps(path: Path, rows: list[dict], split: str | None, *, env:
     except InputError as e:
         step = re.match(r"steps\[(\d+)\]\.(.*)", e.field or "")
         line = rows[int(step[1])]["__row"] if step else first["__row"]
-        raise InputError(e.message, file=path, line=line,
-                         field=step[2] if step else e.field) from None
+        return Read(first["__row"], error=InputError(e.message, file=path, line=line,
+                                                     field=step[2] if step else e.field))
     return Read(first["__row"], task, episode, steps)
 
 

@@ -2,10 +2,13 @@
 
 Two phases, so that bad input never changes the store:
 
-1. **Validate** every record of every file (canonical, HF datasets, AgentGym; see
+1. **Validate** every record of every file (canonical, HF datasets, and the conversation
+   formats of AgentGym, AgentInstruct, ETO, OpenAI fine-tuning and ShareGPT; see
    `trajectory_formats.py`), check tasks against the store and each other, drop episodes seen
    earlier in this run, and spool the normalised rows as Arrow batches in a temporary directory.
-   The first bad record raises `InputError` (file, line, field) before anything is written.
+   By default the first bad record raises `InputError` (file, line, field) before anything is
+   written; with `on_error="skip"` bad records are left out and listed in a rejects file (JSONL:
+   file, line, field, reason), written beside the run's manifest unless `rejects` names a path.
 2. **Commit** the batches one by one (`ReplayStore.append_arrow`, each atomic, ~`batch_steps`
    transitions). A process killed here leaves only complete, committed batches; running the same
    ingest again skips what is stored (dedup by episode id / content hash) and adds the rest.
@@ -17,6 +20,7 @@ Each run appends a record to `S/manifests/ingest-<utc>.json` with the manifest f
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,17 +42,28 @@ from dreamgym_cli.trajectory_formats import FORMATS, detect_format, read_records
 
 _TASK_CONTENT = ("env", "instruction", "spec", "split", "origin", "parent_id", "generation")
 _SPOOL_TABLES = ("tasks", "episodes", "steps")
+ON_ERROR = ("fail", "skip")
 
 
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
     files: tuple[Path, ...] = option(help="Trajectory files: canonical JSONL/Parquet, HF datasets "
-                                     "(save_to_disk dirs, parquet/json files), AgentGym JSON.")
+                                     "(save_to_disk dirs, parquet/json files), conversations "
+                                     "(AgentGym, AgentInstruct, ETO, OpenAI messages, ShareGPT); "
+                                     "JSON/JSONL may be .gz or .zst.")
     store: Path = option(help="Replay store directory (created if missing).")
-    format: str = option("auto", help="Input format: auto, canonical, hf or agentgym.")
-    env: str | None = option(None, help="Env name for records that carry none (AgentGym: taken "
-                             "from item_id when absent).")
-    source: str | None = option(None, help="Source (real/synthetic) for records that carry none.")
+    format: str = option("auto", help="Input format: auto, canonical, hf, agentgym, "
+                         "agentinstruct, eto, openai or sharegpt.")
+    env: str | None = option(None, help="Env name for records that carry none (conversations: "
+                             "else taken from an id like 'webshop_6').")
+    source: str | None = option(None, help="Source (real/synthetic) for records that carry none "
+                                "(a free-text source such as ETO's 'human' counts as none and is "
+                                "kept in the steps' metadata).")
+    on_error: str = option("fail", help="fail: the first bad record stops the run, the store is "
+                           "untouched; skip: store the good records, list the bad in a rejects "
+                           "file.")
+    rejects: Path | None = option(None, help="Rejects file for --on-error skip (default: "
+                                  "S/manifests/ingest-<time>-rejects.jsonl).")
     embed: bool = option(False, help="Embed the new transitions for retrieval now.")
     batch_steps: int = option(50_000, help="Transitions per commit: a crash loses at most the "
                               "batch being written.")
@@ -63,6 +78,7 @@ class _FileTally:
     steps_read: int = 0
     rejected: int = 0
     rejected_reasons: list[str] = dataclasses.field(default_factory=list)
+    rejects: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     duplicate_in_run: int = 0
     result: AppendResult = dataclasses.field(default_factory=AppendResult)
 
@@ -89,6 +105,9 @@ def run(config: IngestConfig) -> dict[str, Any]:
         store = store or ReplayStore.open(config.store, create=True)
         _commit(store, batches, tallies, progress)
     report = _report(store, tallies)
+    rejects = _write_rejects(store, config, tallies, started)
+    if rejects is not None:
+        report["rejects"] = str(rejects)
     if config.embed:
         report["embed"] = store.embed()
     report["manifest"] = str(_write_manifest(store, config, tallies, report, started))
@@ -102,6 +121,8 @@ def _check_config(config: IngestConfig) -> None:
         raise unknown_name("format", config.format, FORMATS, field="format")
     if config.source is not None and config.source not in SOURCES:
         raise unknown_name("source", config.source, SOURCES, field="source")
+    if config.on_error not in ON_ERROR:
+        raise unknown_name("on-error", config.on_error, ON_ERROR, field="on_error")
     if config.batch_steps < 1:
         raise InputError(f"expected a positive number, got {config.batch_steps}",
                          field="batch_steps")
@@ -165,13 +186,24 @@ def _validate_and_spool(tallies: list[_FileTally], config: IngestConfig,
     for index, tally in enumerate(tallies):
         bar = progress.add_task(f"checking {tally.path.name}", total=None)
         for rec in read_records(tally.path, tally.format, env=config.env, source=config.source):
+            new_task = False
+            if rec.error is None and rec.rejected is None:
+                try:
+                    new_task = _check_task(rec.task, stored_tasks, task_origin, tally.path,
+                                           rec.line)
+                except InputError as e:
+                    rec.error = e
+            if rec.error is not None:
+                if config.on_error == "fail":
+                    raise rec.error
+                _reject(tally, rec.line, rec.error.message, rec.error.field)
+                continue
             if rec.rejected is not None:
-                tally.rejected += 1
-                tally.rejected_reasons.append(f"line {rec.line}: {rec.rejected}")
+                _reject(tally, rec.line, rec.rejected, None)
                 continue
             tally.episodes_read += 1
             tally.steps_read += len(rec.steps)
-            if _check_task(rec.task, stored_tasks, task_origin, tally.path, rec.line):
+            if new_task:
                 spool.add_task(rec.task)
             eid, ehash = rec.episode["episode_id"], rec.episode["content_hash"]
             if eid in seen_ids or ehash in seen_hashes:
@@ -185,6 +217,14 @@ def _validate_and_spool(tallies: list[_FileTally], config: IngestConfig,
         spool.flush(index)
         progress.remove_task(bar)
     return spool.batches
+
+
+def _reject(tally: _FileTally, line: int, reason: str, field: str | None) -> None:
+    tally.rejected += 1
+    where = f"line {line}" + (f", field '{field}'" if field else "")
+    tally.rejected_reasons.append(f"{where}: {reason}")
+    tally.rejects.append({"file": str(tally.path), "line": line, "field": field,
+                          "reason": reason})
 
 
 def _check_task(task: dict, stored: dict[str, tuple], seen: dict[str, tuple[tuple, str]],
@@ -223,6 +263,19 @@ def _commit(store: ReplayStore, batches: list[tuple[int, Path, int]], tallies: l
         tallies[file_index].result += result
         progress.advance(bar, n_steps)
     progress.remove_task(bar)
+
+
+def _write_rejects(store: ReplayStore, config: IngestConfig, tallies: list[_FileTally],
+                   started: datetime) -> Path | None:
+    """The rejects file (one JSON object per rejected record), when there is anything in it."""
+    rows = [r for t in tallies for r in t.rejects]
+    if not rows and config.rejects is None:
+        return None
+    path = config.rejects or (store.path / MANIFEST_DIR /
+                              f"ingest-{started.strftime('%Y%m%dT%H%M%S.%fZ')}-rejects.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
 
 
 def _report(store: ReplayStore, tallies: list[_FileTally]) -> dict[str, Any]:

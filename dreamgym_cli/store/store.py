@@ -33,7 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dreamgym_cli.errors import InputError
-from dreamgym_cli.schema import SCHEMA_VERSION, SCHEMAS, SOURCES, Task, rows_to_table
+from dreamgym_cli.schema import (
+    OPTIONAL_COLUMNS, SCHEMA_VERSION, SCHEMAS, SOURCES, Task, rows_to_table,
+)
 from dreamgym_cli.store import segments as seg
 
 CORE_TABLES = ("tasks", "episodes", "steps")
@@ -388,6 +390,9 @@ def _conform(name: str, table: pa.Table | None) -> pa.Table:
     schema = SCHEMAS[name]
     if table is None:
         return schema.empty_table()
+    for f in schema:  # a nullable column added after v1's first writers: null where absent
+        if f.name in OPTIONAL_COLUMNS and f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
     missing = [f for f in schema.names if f not in table.column_names]
     if missing:
         raise InputError(f"{name} table lacks column(s) {', '.join(missing)}",
