@@ -59,7 +59,7 @@ _ACK = re.compile(r"(?i)^\s*(ok|okay|sure|understood|got it|alright|i understand
                   r"yes)\b")
 _TASK_START = re.compile(r"(?i)^\s*(here is (your|the) (new )?task\b|now,? i will start a new "
                          r"problem\b|task description\s*:)")
-_TASK_SENTENCE = re.compile(r"(?i)your task is to\s*:\s*(.+)")
+_TASK_SENTENCE = re.compile(r"(?is)(?:your task is to|my problem is)\s*:\s*(.+)")
 _FINISHED = re.compile(r"(?i)episode finished,\s*reward\s*=\s*(true|false|-?\d+(?:\.\d+)?)")
 
 
