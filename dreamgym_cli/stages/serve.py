@@ -2,12 +2,16 @@
 
     dreamgym serve --em EM --env-name textworld --port 36001
     dreamgym serve --env textworld --tasks T.parquet --port 36002
+    dreamgym serve --env textworld --tasks T.parquet --agentgym-env textcraft --port 36003
 
-AgentGym-RL and agentenv scripts train against it by changing only the server address. The task
-list (`--tasks`; for the dream env by default the tasks of the model's replay store whose env is
-`--env-name`, ordered by task id) is what `/reset`'s `data_idx` indexes. Binds 127.0.0.1 unless
-`--host` says otherwise: the protocol has no authentication. Everything is checked before the
-model loads or the port opens; the server runs until interrupted (Ctrl-C / SIGTERM).
+With `--agentgym-env NAME` every endpoint answers in the exact shape of AgentGym's NAME server,
+so agentenv's `<Name>EnvClient` classes and AgentGym-RL's rollout loop run against it unchanged
+(only the address differs); the rewards then default to `sparse` (the last step's reward is the
+episode's success, which is what AgentGym-RL scores). The task list (`--tasks`; for the dream env
+by default the tasks of the model's replay store whose env is `--env-name`, ordered by task id) is
+what `/reset`'s index selects; `--item-ids FILE` writes AgentGym-RL's `item_id` list for it.
+Binds 127.0.0.1 unless `--host` says otherwise: the protocol has no authentication. Everything is
+checked before the model loads or the port opens; the server runs until interrupted.
 """
 
 from __future__ import annotations
@@ -35,11 +39,26 @@ class ServeConfig:
                                 "default: the tasks in the model's replay store).")
     host: str = option("127.0.0.1", help="Address to bind (no authentication: keep it local).")
     port: int = option(36001, help="TCP port.")
-    dialect: str = option("id", help="AgentGym dialect: id (canonical) or env_idx (webshop).")
-    max_sessions: int = option(64, help="Open sessions at most; the least recently used idle "
-                               "one is closed to make room.")
+    dialect: str = option("id", help="Our canonical dialect: id, or env_idx (webshop-like); "
+                          "ignored with --agentgym-env.")
+    agentgym_env: str | None = option(None, help="Answer exactly as AgentGym's server for this "
+                                      "env does: textcraft, babyai, sciworld, alfworld, webshop.")
+    reward: str | None = option(None, help="dense (the env's rewards) or sparse (1 on the "
+                                "winning last step, else 0; AgentGym-RL scores the last step). "
+                                "Default: sparse with --agentgym-env, else dense.")
+    max_sessions: int = option(512, help="Open sessions at most; to make room only a session "
+                               "whose episode ended is closed, else /create answers 503.")
     idle_timeout: float = option(600.0, help="Seconds without a request before a session is "
                                  "closed.")
+    step_timeout: float = option(600.0, help="Seconds one request may take (waiting for the "
+                                 "dream model included) before it answers 504 and ends its "
+                                 "episode.")
+    max_body_bytes: int = option(1 << 20, help="Request bodies larger than this answer 413.")
+    body_timeout: float = option(10.0, help="Seconds a client has to send a request body "
+                                 "(else 408).")
+    max_action_chars: int = option(4096, help="Actions longer than this answer 422.")
+    item_ids: Path | None = option(None, help="Write AgentGym-RL's item-id file for the served "
+                                   "tasks here (JSON: [{\"item_id\": \"NAME_0\"}, ...]).")
     max_steps: int | None = option(None, help="Step limit per episode (default: the task's).")
     store: Path | None = option(None, help="Replay store the dream env retrieves from (default: "
                                 "the model's training store).")
@@ -54,22 +73,37 @@ class ServeConfig:
         if self.env is not None and self.env.startswith("dream:"):
             object.__setattr__(self, "em", Path(self.env.split(":", 1)[1]))
             object.__setattr__(self, "env", None)
-        for name in ("em", "tasks", "store"):
+        for name in ("em", "tasks", "store", "item_ids"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if self.dialect not in ("id", "env_idx"):
             raise InputError(f"expected id or env_idx, got {self.dialect!r}", field="dialect")
+        from dreamgym_cli.serve.shapes import AGENTGYM
+
+        if self.agentgym_env is not None:
+            object.__setattr__(self, "agentgym_env", self.agentgym_env.lower())
+            if self.agentgym_env not in AGENTGYM:
+                raise InputError(f"expected one of {', '.join(AGENTGYM)}, got "
+                                 f"{self.agentgym_env!r}", field="agentgym_env")
+        if self.reward is None:
+            object.__setattr__(self, "reward", "sparse" if self.agentgym_env else "dense")
+        if self.reward not in ("dense", "sparse"):
+            raise InputError(f"expected dense or sparse, got {self.reward!r}", field="reward")
+        if self.item_ids is not None and self.agentgym_env is None:
+            raise InputError("--item-ids names items after the AgentGym env: give "
+                             "--agentgym-env too", field="item_ids")
         if not 0 < self.port < 65536:
             raise InputError(f"expected a port in 1-65535, got {self.port}", field="port")
         if self.max_retries < 0:
             raise InputError(f"expected >= 0, got {self.max_retries}", field="max_retries")
-        for name in ("max_sessions", "max_steps", "max_new_tokens"):
+        for name in ("max_sessions", "max_steps", "max_new_tokens", "max_body_bytes",
+                     "max_action_chars"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"expected >= 1, got {value}", field=name)
-        if self.idle_timeout <= 0:
-            raise InputError(f"expected seconds > 0, got {self.idle_timeout}",
-                             field="idle_timeout")
+        for name in ("idle_timeout", "step_timeout", "body_timeout"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"expected seconds > 0, got {getattr(self, name)}", field=name)
 
 
 def _dream_parts(config: ServeConfig) -> tuple[Callable[[], Any], list[Task], str, str]:
@@ -141,6 +175,7 @@ def prepare(config: ServeConfig):
     """(FastAPI app, session pool, summary) — everything short of opening the port."""
     from dreamgym_cli.serve.app import build_app
     from dreamgym_cli.serve.sessions import SessionPool
+    from dreamgym_cli.serve.shapes import shape_for
 
     factory, tasks, env_name, description = (_dream_parts(config) if config.em is not None
                                              else _real_parts(config))
@@ -148,11 +183,30 @@ def prepare(config: ServeConfig):
     lock = threading.Lock() if config.em is not None else None
     pool = SessionPool(factory, max_sessions=config.max_sessions,
                        idle_timeout=config.idle_timeout, compute_lock=lock)
-    app = build_app(pool, tasks, env_name=env_name, dialect=config.dialect,
-                    description=description)
+    shape = shape_for(config.agentgym_env, config.dialect)
+    app = build_app(pool, tasks, env_name=env_name, shape=shape, description=description,
+                    reward=config.reward, max_action_chars=config.max_action_chars,
+                    step_timeout=config.step_timeout, max_body_bytes=config.max_body_bytes,
+                    body_timeout=config.body_timeout)
     summary = {"url": f"http://{config.host}:{config.port}", "env_name": env_name,
-               "dream": config.em is not None, "dialect": config.dialect, "tasks": len(tasks)}
+               "dream": config.em is not None, "dialect": shape.key, "shape": shape.name,
+               "reward": config.reward, "tasks": len(tasks)}
+    if config.item_ids is not None:
+        summary["item_ids"] = str(write_item_ids(config.item_ids, config.agentgym_env,
+                                                 len(tasks)))
     return app, pool, summary
+
+
+def write_item_ids(path: Path, name: str, count: int) -> Path:
+    """AgentGym-RL's training-data file: item `NAME_i` is reset with index i (atomic write)."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps([{"item_id": f"{name}_{i}"} for i in range(count)], indent=1))
+    os.replace(tmp, path)
+    return path
 
 
 def run(config: ServeConfig, announce: Callable[[dict], None] | None = None) -> dict[str, Any]:
