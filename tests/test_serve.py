@@ -85,9 +85,9 @@ def tw_url(tw_simple_file, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def tw_url_env_idx(tw_simple_file, tmp_path_factory):  # noqa: F811
-    """env_idx dialect, 2 sessions at most, idle sessions expire after 2 s."""
+    """env_idx dialect, 2 sessions at most, idle sessions expire after 2 s, bodies within 2 s."""
     with running_server(["--env", "textworld", "--tasks", tw_simple_file, "--dialect", "env_idx",
-                         "--max-sessions", "2", "--idle-timeout", "2"],
+                         "--max-sessions", "2", "--idle-timeout", "2", "--body-timeout", "2"],
                         tmp_path_factory.mktemp("logs")) as url:
         yield url
 
@@ -161,27 +161,80 @@ def test_parallel_requests_on_separate_sessions(tw_url, tw_simple_tasks):  # noq
     assert not errors, errors
 
 
-def test_errors_are_http_200_with_an_error_key(tw_url):
+def test_env_errors_are_http_200_and_malformed_bodies_422_naming_the_field(tw_url):
+    """As AgentGym's servers: what the env cannot serve is 200 + `error`; what is not the typed
+    request body is 422 (pydantic's `detail`, plus an `error` line naming the field)."""
     with httpx.Client(base_url=tw_url, timeout=10) as http:
         created = http.post("/create").json()["id"]
-        cases = [
+        served = [
             http.post("/step", json={"id": 987654, "action": "look"}),
             http.get("/observation", params={"id": 987654}),
             http.post("/step", json={"id": created, "action": "look"}),  # before any reset
             http.post("/reset", json={"id": created, "data_idx": 99}),
             http.post("/reset", json={"id": created}),
-            http.post("/step", json={"action": "look"}),  # no id
-            http.post("/step", content=b"{not json", headers={"content-type": "application/json"}),
         ]
-        messages = [r.json().get("error") for r in cases]
-        assert all(r.status_code == 200 for r in cases)
+        messages = [r.json().get("error") for r in served]
+        assert all(r.status_code == 200 for r in served)
         assert "unknown id 987654" in messages[0] and "unknown id" in messages[1]
         assert "reset" in messages[2] and "out of range" in messages[3]
-        assert "data_idx" in messages[4] and "'id'" in messages[5] and "malformed" in messages[6]
+        assert "data_idx" in messages[4]
+        malformed = {
+            "body.id": http.post("/step", json={"action": "look"}),
+            "body.action": http.post("/step", json={"id": created, "action": 7}),
+            "body.data_idx": http.post("/reset", json={"id": created, "data_idx": "first"}),
+            "query.id": http.get("/observation"),
+            "JSON decode": http.post("/step", content=b"{not json",
+                                     headers={"content-type": "application/json"}),
+        }
+        for field, reply in malformed.items():
+            assert reply.status_code == 422 and field in reply.json()["error"], field
+            assert reply.json()["detail"]
+        long = http.post("/step", json={"id": created, "action": "x" * 5000})
+        assert long.status_code == 422 and "body.action" in long.json()["error"]
+        assert "4096" in long.json()["error"] and "xxxx" not in long.text  # input not echoed
         http.post("/close", json={"id": created})
 
 
-def test_idle_sessions_expire_and_the_oldest_is_evicted_when_full(tw_url_env_idx):
+def _raw_request(url: str, head: bytes, body: bytes = b"", wait: float = 15.0) -> tuple[int, float]:
+    """Send a request by hand (a lying Content-Length, a stalled body); (status, seconds)."""
+    import socket
+
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(head + body)
+        reply = sock.recv(4096)
+    return int(reply.split(b" ", 2)[1]), time.monotonic() - started
+
+
+def test_oversized_and_stalled_bodies_do_not_stall_other_sessions(tw_url_env_idx):
+    url = tw_url_env_idx
+    big = httpx.post(f"{url}/step", json={"env_idx": 0, "action": "x" * (2 << 20)}, timeout=30)
+    assert big.status_code == 413 and "--max-body-bytes" in big.json()["error"]
+    # a Content-Length of 1e9 with a short body: refused at once, not waited for
+    status, seconds = _raw_request(url, b"POST /step HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                   b"application/json\r\nContent-Length: 1000000000\r\n\r\n",
+                                   b'{"env_idx": 0}')
+    assert status == 413 and seconds < 3
+    # a body that stalls half way: 408 after --body-timeout (2 s); others are served meanwhile
+    result: dict = {}
+    stalled = threading.Thread(target=lambda: result.update(reply=_raw_request(
+        url, b"POST /step HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 40\r\n\r\n", b'{"env_idx": 0, ')))
+    stalled.start()
+    time.sleep(0.3)
+    client = ContractClient(url, dialect="env_idx")
+    served_at = time.monotonic()
+    client.reset(0)
+    assert client.observe().startswith("Location: ")
+    client.close()
+    assert time.monotonic() - served_at < 1.5  # not queued behind the stalled body
+    stalled.join(20)
+    status, seconds = result["reply"]
+    assert status == 408 and 1.5 < seconds < 6
+
+
+def test_idle_sessions_expire_and_live_episodes_are_never_evicted(tw_url_env_idx):
     old = ContractClient(tw_url_env_idx, dialect="env_idx")
     old.reset(0)
     time.sleep(2.6)  # > --idle-timeout 2
@@ -190,13 +243,13 @@ def test_idle_sessions_expire_and_the_oldest_is_evicted_when_full(tw_url_env_idx
     a.reset(0)
     b = ContractClient(tw_url_env_idx, dialect="env_idx")
     b.reset(1)
-    c = ContractClient(tw_url_env_idx, dialect="env_idx")  # --max-sessions 2: `a` goes
-    assert "unknown id" in a.observe()["error"]
-    assert isinstance(b.observe(), str)
-    c.reset(2)
-    assert isinstance(c.observe(), str)
+    full = httpx.post(f"{tw_url_env_idx}/create")  # --max-sessions 2, both mid-episode
+    assert full.status_code == 503 and "--max-sessions" in full.json()["error"]
+    assert isinstance(a.observe(), str) and isinstance(b.observe(), str)
     listed = httpx.get(f"{tw_url_env_idx}/list_envs").json()
-    assert sorted(listed) == sorted([b.env_id, c.env_id])
+    assert sorted(listed) == sorted([a.env_id, b.env_id])
+    a.close()
+    b.close()
 
 
 def test_serve_rejects_bad_input_before_serving(run_cli, tw_simple_file, tmp_path):  # noqa: F811
@@ -213,6 +266,15 @@ def test_serve_rejects_bad_input_before_serving(run_cli, tw_simple_file, tmp_pat
     assert code == 2 and "dialect" in err
     code, _, err = run_cli("serve", "--em", tmp_path, "--port", port)
     assert code == 2 and "em.json" in err
+    code, _, err = run_cli("serve", "--env", "textworld", "--tasks", tw_simple_file,
+                           "--agentgym-env", "textcrafts", "--port", port)
+    assert code == 2 and "agentgym_env" in err and "textcraft" in err
+    code, _, err = run_cli("serve", "--env", "textworld", "--tasks", tw_simple_file,
+                           "--reward", "final", "--port", port)
+    assert code == 2 and "dense or sparse" in err
+    code, _, err = run_cli("serve", "--env", "textworld", "--tasks", tw_simple_file,
+                           "--item-ids", tmp_path / "ids.json", "--port", port)
+    assert code == 2 and "--agentgym-env" in err
     import socket
 
     with socket.socket() as taken:
@@ -250,3 +312,4 @@ def test_sigterm_stops_the_server_and_prints_the_json_summary(tw_simple_file, tm
     summary = json.loads(out)
     assert summary["created"] == 1 and summary["closed"] == 1 and summary["tasks"] == 3
     assert summary["url"] == f"http://127.0.0.1:{port}" and summary["dialect"] == "id"
+    assert summary["shape"] == "id" and summary["reward"] == "dense"
