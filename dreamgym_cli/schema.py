@@ -322,6 +322,7 @@ def validate_task(rec: Any, where: str = "") -> dict[str, Any]:
             raise InputError(f"spec is not valid JSON ({e.msg})", field=f"{where}spec") from None
     if not isinstance(spec, dict):
         raise InputError(f"expected an object, got {type(spec).__name__}", field=f"{where}spec")
+    spec = _without_nulls(spec)
     _check_spec_paths(spec, f"{where}spec.")
     return {
         "task_id": _str(rec, "task_id", where, nonempty=True),
@@ -333,6 +334,16 @@ def validate_task(rec: Any, where: str = "") -> dict[str, Any]:
         "parent_id": _str(rec, "parent_id", where, required=False),
         "generation": _int(rec, "generation", where, required=False, default=0, minimum=0),
     }
+
+
+def _without_nulls(value: Any) -> Any:
+    """Object keys with null values dropped, at any depth: a null key and an absent key mean the
+    same to an env, and columnar readers (Arrow, HF datasets) cannot tell them apart."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 SPEC_PATH_KEYS = ("game", "path", "data_path", "file")

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dreamgym_cli import artifacts
+from dreamgym_cli import artifacts, canonical_fast
 from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import SOURCES, rows_to_table
@@ -162,17 +163,38 @@ class _Spool:
         if len(self.rows["steps"]) >= self.batch_steps:
             self.flush(file_index)
 
-    def flush(self, file_index: int) -> None:
-        if not self.rows["episodes"] and not self.rows["tasks"]:
-            return
+    def add_tables(self, file_index: int, tasks: pa.Table, episodes: pa.Table,
+                   steps: pa.Table) -> None:
+        """Whole-file Arrow tables (the fast path), cut into batches of whole episodes."""
+        self.flush(file_index)
+        lengths = episodes.column("length").to_numpy()
+        ends = lengths.cumsum()
+        start_ep = start_step = 0
+        while start_ep < episodes.num_rows or tasks.num_rows:
+            stop_ep = max(start_ep + 1, int((ends <= start_step + self.batch_steps).sum()))
+            stop_ep = min(stop_ep, episodes.num_rows)
+            stop_step = int(ends[stop_ep - 1]) if stop_ep else 0
+            self._write(file_index, {"tasks": tasks, "episodes": episodes.slice(
+                start_ep, stop_ep - start_ep), "steps": steps.slice(start_step,
+                                                                    stop_step - start_step)},
+                        stop_step - start_step)
+            tasks = tasks.slice(0, 0)
+            start_ep, start_step = stop_ep, stop_step
+
+    def _write(self, file_index: int, tables: dict[str, pa.Table], n_steps: int) -> None:
         batch_dir = self.root / f"batch-{len(self.batches):06d}"
         batch_dir.mkdir()
-        for name, rows in self.rows.items():
-            table = rows_to_table(name, rows)
+        for name, table in tables.items():
             with pa.OSFile(str(batch_dir / f"{name}.arrow"), "wb") as sink, \
                     pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
-        self.batches.append((file_index, batch_dir, len(self.rows["steps"])))
+        self.batches.append((file_index, batch_dir, n_steps))
+
+    def flush(self, file_index: int) -> None:
+        if not self.rows["episodes"] and not self.rows["tasks"]:
+            return
+        self._write(file_index, {name: rows_to_table(name, rows)
+                                 for name, rows in self.rows.items()}, len(self.rows["steps"]))
         self.rows = {t: [] for t in _SPOOL_TABLES}
 
 
@@ -185,6 +207,10 @@ def _validate_and_spool(tallies: list[_FileTally], config: IngestConfig,
     seen_hashes: set[str] = set()
     for index, tally in enumerate(tallies):
         bar = progress.add_task(f"checking {tally.path.name}", total=None)
+        if tally.format == "canonical" and _spool_fast(index, tally, config, stored_tasks,
+                                                       task_origin, seen_ids, seen_hashes, spool):
+            progress.remove_task(bar)
+            continue
         for rec in read_records(tally.path, tally.format, env=config.env, source=config.source):
             new_task = False
             if rec.error is None and rec.rejected is None:
@@ -217,6 +243,40 @@ def _validate_and_spool(tallies: list[_FileTally], config: IngestConfig,
         spool.flush(index)
         progress.remove_task(bar)
     return spool.batches
+
+
+def _spool_fast(index: int, tally: _FileTally, config: IngestConfig,
+                stored_tasks: dict[str, tuple], task_origin: dict[str, tuple[tuple, str]],
+                seen_ids: set[str], seen_hashes: set[str], spool: _Spool) -> bool:
+    """Spool a canonical JSONL file read column-wise; False when it needs the per-record path."""
+    fast = canonical_fast.read(tally.path, env=config.env, source=config.source)
+    if fast is None:
+        return False
+    origin = dict(task_origin)
+    try:
+        new_tasks = [row for line, row in fast["tasks"]
+                     if _check_task(row, stored_tasks, origin, tally.path, line)]
+    except InputError:
+        return False  # the per-record reader names the clashing line exactly
+    task_origin.update(origin)
+    episodes, steps = fast["episodes"], fast["steps"]
+    keep = []
+    for eid, ehash in zip(episodes.column("episode_id").to_pylist(),
+                          episodes.column("content_hash").to_pylist()):
+        duplicate = eid in seen_ids or ehash in seen_hashes
+        keep.append(not duplicate)
+        seen_ids.add(eid)
+        seen_hashes.add(ehash)
+    tally.episodes_read += episodes.num_rows
+    tally.steps_read += steps.num_rows
+    tally.duplicate_in_run += keep.count(False)
+    if not all(keep):
+        mask = pa.array(keep)
+        episodes = episodes.filter(mask)
+        steps = steps.filter(pc.is_in(steps.column("episode_id"),
+                                              episodes.column("episode_id")))
+    spool.add_tables(index, rows_to_table("tasks", new_tasks), episodes, steps)
+    return True
 
 
 def _reject(tally: _FileTally, line: int, reason: str, field: str | None) -> None:
