@@ -44,11 +44,13 @@ def backend(tiny):
     return open_backend("transformers", model=model, tokenizer=tokenizer)
 
 
-def recomputed_logprobs(model, prompt_ids: list[int], token_ids: list[int]) -> list[float]:
-    """Log-probs of token_ids after prompt_ids from one plain forward pass (no cache, no batch)."""
+def recomputed_logprobs(model, prompt_ids: list[int], token_ids: list[int],
+                        temperature: float = 1.0) -> list[float]:
+    """Log-probs of token_ids after prompt_ids from one plain forward pass (no cache, no batch),
+    under logits / temperature: the distribution the tokens were sampled from."""
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids + token_ids])).logits[0].float()
-    logp = torch.log_softmax(logits, dim=-1)
+    logp = torch.log_softmax(logits / temperature if temperature > 0 else logits, dim=-1)
     start = len(prompt_ids) - 1
     return [logp[start + i, t].item() for i, t in enumerate(token_ids)]
 
@@ -63,7 +65,7 @@ def test_logprobs_of_sampled_tokens_equal_a_separate_forward_pass(tiny, backend,
     for completions in results:
         for c in completions:
             assert len(c.token_ids) == len(c.logprobs) > 0
-            expected = recomputed_logprobs(model, c.prompt_ids, c.token_ids)
+            expected = recomputed_logprobs(model, c.prompt_ids, c.token_ids, temperature)
             assert max(abs(a - b) for a, b in zip(expected, c.logprobs)) < 1e-4
 
 

@@ -30,13 +30,38 @@ def _real_episodes(model, tokenizer, tasks, seed=0):
                                                               seed=seed), group_size=2)
 
 
+def test_rollout_logprobs_equal_the_trainers_at_a_non_unit_temperature(sft_policy,
+                                                                        tw_simple_tasks):  # noqa: F811
+    """The PPO/GRPO ratio starts at exactly 1 when sampling at T = 0.5: the rollout stores the
+    log-probs of logits / T and the trainer scores them the same way."""
+    from dreamgym_cli.envs.vector import VectorEnv
+    from dreamgym_cli.llm.generate import open_backend
+    from dreamgym_cli.rl.rollout import RolloutSettings, run_rollouts
+    from dreamgym_cli.rl.trainer import score_turns
+
+    model, tokenizer, _ = _policy(sft_policy)
+    backend = open_backend("transformers", model=model, tokenizer=tokenizer)
+    with VectorEnv("textworld", workers=0, max_steps=2) as env:
+        episodes = run_rollouts(env, backend, tokenizer, tw_simple_tasks[:2],
+                                RolloutSettings(max_new_tokens=12, max_turns=2, seed=3,
+                                                temperature=0.5))
+    turns = [t for e in episodes for t in e.turns]
+    pad = tokenizer.pad_token_id or 0
+    scored = score_turns(model, turns, pad, 4, temperature=0.5)[0]
+    raw = score_turns(model, turns, pad, 4, temperature=1.0)[0]
+    gap = max(abs(a - b) for t, s in zip(turns, scored) for a, b in zip(t.logprobs, s))
+    assert gap < 1e-4
+    assert max(abs(a - b) for t, s in zip(turns, raw) for a, b in zip(t.logprobs, s)) > 1e-2
+
+
 def test_grpo_update_moves_logprobs_with_the_advantage_and_starts_at_zero_kl(
         sft_policy, tw_simple_tasks):  # noqa: F811
     from dreamgym_cli.rl.trainer import (RLSettings, Sample, make_learner, reference_logprobs,
                                          score_turns, update_policy)
 
     model, tokenizer, _ = _policy(sft_policy)
-    settings = RLSettings(lr=3e-3, kl_coef=0.05, micro_batch_turns=3)
+    settings = RLSettings(lr=3e-3, kl_coef=0.05, micro_batch_turns=3, mini_batches=1,
+                          warmup_steps=0)  # one full-lr step: KL is measured before it
     learner = make_learner(model, tokenizer, settings)
     episodes = _real_episodes(model, tokenizer, tw_simple_tasks[:2])
     turns = [t for e in episodes for t in e.turns]
@@ -143,10 +168,12 @@ def test_design_chain_sft_grpo_in_dream_then_eval(run_cli, agent_workdir, em_dir
     code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
                              f"dream:{em_dir}", "--tasks", tw_simple_file, "--store", store,
                              "--iterations", "1", "--group-size", "2", "--batch-tasks", "2",
-                             "--max-steps-per-episode", "2", "--out", tmp_path / "P1", "--json")
+                             "--max-steps-per-episode", "2", "--mini-batches", "1", "--out",
+                             tmp_path / "P1", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["iterations_run"] == 1 and result["real_steps_used"] == 0
+    assert result["train/updates"] == 1  # one mini-batch: the KL is measured before any step
     assert result["train/kl"] == pytest.approx(0.0, abs=1e-6)
     added = _count(store, "synthetic") - before
     assert added == result["store/episodes_added"] == 4  # enrichment: every dream episode
@@ -159,6 +186,10 @@ def test_design_chain_sft_grpo_in_dream_then_eval(run_cli, agent_workdir, em_dir
     report = json.loads(out)
     assert report["episodes"] == 3 and len(report["per_task"]) == 3
     assert (tmp_path / "R" / "success.png").stat().st_size > 1000
+    from dreamgym_cli.trajectories import read_episodes
+
+    kept = list(read_episodes(tmp_path / "R" / "episodes.jsonl"))  # eval-em's held-out input
+    assert len(kept) == 3 and all(e[1]["source"] == "real" for e in kept)
 
 
 def test_no_enrich_leaves_the_store_alone(run_cli, agent_workdir, em_dir, sft_policy,
@@ -189,9 +220,24 @@ def test_sim_to_real_stops_at_the_real_step_budget(run_cli, sft_policy, tw_simpl
                              tmp_path / "P3", "--json")
     assert code == 0, err
     metrics = read_manifest(tmp_path / "P3")["metrics"]
-    assert metrics["real_steps_used"] == 11  # 8 + 3: the third iteration is cut to fit
+    # A group of 2 episodes of up to 2 turns reserves 4 steps: 2 groups fit in 11, then the 3
+    # left hold no whole group, so training stops instead of running 3 one-turn fragments.
     lines = [json.loads(x) for x in (tmp_path / "P3" / "metrics.jsonl").read_text().splitlines()]
-    assert sum(x["rollout/turns"] for x in lines) == 11 and len(lines) == 2
+    assert len(lines) == 1 and lines[0]["rollout/episodes"] == 4
+    assert lines[0]["rollout/turns"] == metrics["real_steps_used"] <= 11
+    assert all(x["rollout/truncated_rate"] in (0.0, 1.0) for x in lines)
+    lengths = lines[0]["rollout/length_mean"]
+    assert lengths == lines[0]["rollout/turns"] / 4 and lengths > 1  # whole episodes, no stubs
+
+
+def test_sim_to_real_budget_below_one_group_is_refused(run_cli, sft_policy, tw_simple_file,
+                                                        tmp_path):  # noqa: F811
+    code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
+                             "textworld", "--tasks", tw_simple_file, "--max-real-steps", "3",
+                             "--group-size", "2", "--max-steps-per-episode", "2",
+                             "--workers", "0", "--out", tmp_path / "P4")
+    assert code == 2 and "max_real_steps" in err and "one group" in " ".join(err.split())
+    assert not (tmp_path / "P4").exists()
 
 
 @pytest.mark.parametrize("args, words", [
@@ -213,4 +259,4 @@ def test_sft_from_a_store_without_successes_says_so(run_cli, tmp_path, agent_wor
     del empty
     code, _, err = run_cli("train-agent", "--algo", "sft", "--store", tmp_path / "S", "--base",
                            "tiny:1m", "--out", tmp_path / "P")
-    assert code == 2 and "no successful real episodes" in err
+    assert code == 2 and "no episodes for --sft-data auto" in " ".join(err.split())

@@ -1,7 +1,7 @@
 """The dream environment: the experience model as an env (`--env dream:EM_DIR`).
 
 A batch of episodes advances together: one retrieval call for the batch (top-k similar past
-transitions from the replay store), one generation call for the batch, then parsing. A completion
+*real* transitions from the replay store — synthetic ones too with `retrieve_synthetic`), one generation call for the batch, then parsing. A completion
 that does not parse is regenerated (up to `max_retries`, sampling at a non-zero temperature) and
 then replaced by an explicit invalid transition (failure, reward 0), counted in `metrics`.
 
@@ -59,7 +59,7 @@ class DreamEnv:
                  backend_options: dict | None = None, temperature: float = 0.0,
                  max_retries: int = 2, max_steps: int | None = None,
                  write_to_store: bool = False, policy_name: str = "policy", seed: int | None = None,
-                 model=None, tokenizer=None):
+                 model=None, tokenizer=None, retrieve_synthetic: bool = False):
         from dreamgym_cli.experience.examples import EM_SETTINGS_FILE, EMSettings
         from dreamgym_cli.llm.generate import open_backend
         from dreamgym_cli.llm.models import load_model
@@ -77,6 +77,9 @@ class DreamEnv:
                                     **(backend_options or {}))
         self.temperature, self.max_retries, self.seed = temperature, max_retries, seed
         self.max_steps, self.write_to_store, self.policy_name = max_steps, write_to_store, policy_name
+        # The model was trained with real transitions as retrieved context; synthetic ones
+        # (its own past output, enriched into the store) are context only when asked for.
+        self.retrieval_sources = None if retrieve_synthetic else ("real",)
         self.slots: list[_Slot] = []
         self.metrics = {"dream/steps": 0, "dream/retries": 0, "dream/invalid": 0}
         self._calls = 0
@@ -176,7 +179,8 @@ class DreamEnv:
                        for s, a in zip(slots, actions)]
             from dreamgym_cli.experience.examples import retrieve_grouped
 
-            retrieved = retrieve_grouped(self.store, queries, [s.exclude for s in slots], k)
+            retrieved = retrieve_grouped(self.store, queries, [s.exclude for s in slots], k,
+                                         self.retrieval_sources)
         count = lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         out = []
         for slot, action, ctx in zip(slots, actions, retrieved):

@@ -1,7 +1,8 @@
 """The default backend: an in-process Hugging Face model, batched with left padding and a KV cache.
 
-Our own sampling loop over `past_key_values` rather than `model.generate`: it keeps the raw-model
-log-prob of every sampled token, samples each row from its own seeded stream (so a completion does
+Our own sampling loop over `past_key_values` rather than `model.generate`: it keeps the log-prob of
+every sampled token under the distribution it was sampled from (logits / temperature; top-p's
+truncation is not renormalised into it, as in verl and TRL), samples each row from its own seeded stream (so a completion does
 not depend on what it was batched with), checks stop strings on the decoded tail, and drops
 finished rows from the batch and the cache as it goes.
 """
@@ -83,7 +84,10 @@ class TransformersBackend:
         for step in range(params.max_new_tokens):
             logits = out.logits[:, -1, :].float()  # (B, V)
             tokens = sample_tokens(logits, params, [r.rng for r in alive])
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+            # log-probs of the distribution actually sampled from (logits / T), which is what the
+            # trainer recomputes; greedy (T = 0) keeps the raw model's
+            scaled = logits / params.temperature if params.temperature > 0 else logits
+            logprobs = torch.log_softmax(scaled, dim=-1).gather(-1, tokens[:, None])[:, 0]
             for row, token, logprob in zip(alive, tokens.tolist(), logprobs.tolist()):
                 row.tokens.append(token)
                 row.logprobs.append(logprob)

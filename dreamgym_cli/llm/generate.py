@@ -8,9 +8,10 @@ Prompts are strings (tokenized exactly as given: no BOS is added, so render chat
 `chat_prompt_ids`, which applies the chat template and its BOS) or lists of token ids (used as
 they are: multi-turn rollouts extend the ids they already hold, never decode and re-tokenize).
 
-A `Completion` carries the sampled token ids and their log-probs under the *raw model*:
-`log_softmax(logits)` at temperature 1, before temperature scaling and top-p truncation. That is
-the quantity an RL trainer recomputes in its forward pass. `text` stops before the first stop
+A `Completion` carries the sampled token ids and their log-probs (transformers backend: under
+logits / temperature, the distribution sampled from, before top-p truncation; vLLM: its
+configured logprobs mode, raw by default, which equals it at temperature 1). That is the quantity
+the RL trainer recomputes in its forward pass (`rl.batching.forward_turns(temperature=...)`). `text` stops before the first stop
 string (OpenAI semantics: the stop string itself is not in `text`), while `token_ids` run through
 the token that completed it (the model did sample it), so `decode(token_ids)` starts with `text`.
 A final EOS is in `token_ids` (its log-prob teaches stopping) but not in `text`.

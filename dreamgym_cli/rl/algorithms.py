@@ -111,11 +111,14 @@ def broadcast_to_tokens(advantages: torch.Tensor, mask: torch.Tensor) -> torch.T
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+        lam: float = 0.95, last_values: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over turns.   rewards, values, mask [B, N] → 2 × [B, N].
 
-    mask marks real turns (an episode's turns, then padding). The turn after an episode's last
-    real turn is terminal (value 0); masked turns are skipped, not treated as boundaries.
+    mask marks real turns (an episode's turns, then padding). The value after an episode's last
+    real turn is `last_values` [B] — V(s_N) for an episode a step limit cut short (bootstrap),
+    0 for one the env ended — and 0 for all when not given; masked turns are skipped, not treated
+    as boundaries.
     δ_t = r_t + γ·V_{t+1} − V_t,  A_t = δ_t + γλ·A_{t+1},  returns R_t = A_t + V_t.
     Masked entries of both outputs are 0.
     """
@@ -124,7 +127,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     r = torch.where(m, rewards.to(values.dtype), zero)
     v = torch.where(m, values, zero)
     advantages = torch.zeros_like(v)
-    next_value = torch.zeros_like(v[:, 0])  # [B]
+    next_value = (torch.zeros_like(v[:, 0]) if last_values is None
+                  else last_values.to(v.dtype).reshape(-1).clone())  # [B]
     running = torch.zeros_like(v[:, 0])  # [B]
     for t in reversed(range(v.shape[1])):
         delta = r[:, t] + gamma * next_value - v[:, t]

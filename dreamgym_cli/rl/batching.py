@@ -73,17 +73,26 @@ class ForwardOut:
     values: torch.Tensor | None  # [B] value head at each prompt's last token
 
 
-def forward_turns(model, batch: TurnBatch, *, value_head=None, entropy: bool = False
-                  ) -> ForwardOut:
-    """Score the targets under `model` (gradients flow unless the caller disables them)."""
+def forward_turns(model, batch: TurnBatch, *, value_head=None, entropy: bool = False,
+                  temperature: float = 1.0, detach_value: bool = False) -> ForwardOut:
+    """Score the targets under `model` (gradients flow unless the caller disables them).
+
+    temperature: the sampling temperature of the rollout; logits are divided by it so the
+    log-probs are those of the distribution the tokens were sampled from (the rollout stores the
+    same). detach_value: the value head reads the trunk's hidden state without sending gradients
+    back into it (the critic cannot steer the policy's weights).
+    """
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                 output_hidden_states=value_head is not None, use_cache=False)
     logits = out.logits[:, :-1]  # [B, T-1, V]
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
     logp = token_logprobs(logits, batch.targets)
     ent = entropy_from_logits(logits) if entropy else None
     values = None
     if value_head is not None:
         hidden = out.hidden_states[-1]  # [B, T, H]
         at_prompt_end = hidden[torch.arange(hidden.shape[0]), batch.prompt_last]  # [B, H]
-        values = value_head(at_prompt_end.float())
+        values = value_head(at_prompt_end.detach().float() if detach_value
+                            else at_prompt_end.float())
     return ForwardOut(logp, ent, values)

@@ -75,7 +75,8 @@ def save_checkpoint(run_dir: Path, learner, iteration: int, real_steps_used: int
                   str(tmp / "value_head.safetensors"))
     torch.save(learner.optimizer.state_dict(), tmp / "optim.pt")
     (tmp / "state.json").write_text(json.dumps({"iteration": iteration,
-                                                "real_steps_used": real_steps_used}))
+                                                "real_steps_used": real_steps_used,
+                                                "updates": learner.updates}))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
 
@@ -96,4 +97,5 @@ def load_checkpoint(run_dir: Path, learner) -> tuple[int, int]:
         learner.value_head.load_state_dict(load_file(str(path / "value_head.safetensors")))
     learner.optimizer.load_state_dict(torch.load(path / "optim.pt", weights_only=True))
     state = json.loads((path / "state.json").read_text())
+    learner.updates = int(state.get("updates", 0))  # the lr warm-up continues where it was
     return int(state["iteration"]), int(state["real_steps_used"])

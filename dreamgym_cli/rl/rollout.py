@@ -3,13 +3,15 @@
 Per turn, for the episodes still running: build the agent prompts (history budget in the policy's
 own tokens), encode them with `sft.encode_prompt` (the way SFT encodes them), sample every answer
 in ONE `backend.generate` call, parse the actions and step the env batch. Each turn keeps the
-prompt ids, the sampled token ids and their raw-model log-probs exactly as generated: the trainer
+prompt ids, the sampled token ids and their log-probs (at the sampling temperature) exactly as generated: the trainer
 trains on those ids, never on a decode-and-re-tokenize of the text.
 
 An action outside the admissible list is passed to the env as is (the env decides) and counted
 (`rollout/invalid_action_rate`); an answer without `<action>` tags is counted as a format error.
 Episodes stop when the env says done, at `max_turns`, or when a real-step budget runs out (the
-episodes that would overrun it are cut before they act: the budget is never exceeded).
+episodes that would overrun it are cut before they act: the budget is never exceeded). An episode
+cut by a step limit (ours, or the env's own: `info["truncated"]`) is `truncated`, and keeps the
+prompt of the state it was cut in (`final_prompt_ids`) so PPO can bootstrap its value there.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class Turn:
     admissible: list[str] | None
     prompt_ids: list[int]
     token_ids: list[int]  # sampled answer tokens (through the stop string / EOS)
-    logprobs: list[float]  # raw-model log-probs of token_ids at temperature 1
+    logprobs: list[float]  # log-probs of token_ids under logits / temperature (as sampled)
     text: str
     action: str
     valid_format: bool
@@ -52,6 +54,7 @@ class EpisodeRollout:
     episode_id: str
     turns: list[Turn] = dataclasses.field(default_factory=list)
     truncated: bool = False  # cut by max_turns or the real-step budget, not ended by the env
+    final_prompt_ids: list[int] | None = None  # a cut episode's next prompt (PPO's bootstrap)
 
     @property
     def total_return(self) -> float:
@@ -114,6 +117,10 @@ def run_rollouts(env, backend, tokenizer, tasks: list[Task], settings: RolloutSe
         results = env.step_batch(actions)
         for i in active:
             observations[i] = _record(episodes[i].turns[-1], results[i])
+            if (results[i].info or {}).get("truncated"):  # the env's own step limit ended it
+                episodes[i].truncated = True
+                episodes[i].final_prompt_ids = _prompt_ids(tokenizer, count, settings,
+                                                           episodes[i], observations[i])
         if budget is not None:
             budget -= len(active)
         active = [i for i in active if not episodes[i].turns[-1].done]
@@ -122,25 +129,33 @@ def run_rollouts(env, backend, tokenizer, tasks: list[Task], settings: RolloutSe
             progress(turn, len(active))
     for i in active:
         episodes[i].truncated = True
+        episodes[i].final_prompt_ids = _prompt_ids(tokenizer, count, settings, episodes[i],
+                                                   observations[i])
     return episodes
+
+
+def _prompt_ids(tokenizer, count, settings: RolloutSettings, episode: EpisodeRollout, obs
+                ) -> list[int]:
+    """The agent prompt for `obs`, after the episode's turns so far, as token ids."""
+    from dreamgym_cli.llm.sft import encode_prompt
+    from dreamgym_cli.rl.agent_prompt import build_agent_prompt
+
+    history = [(t.state, t.action) for t in episode.turns]
+    text = build_agent_prompt(episode.task.instruction, history, obs.text, obs.admissible,
+                              think=settings.think,
+                              history_budget_tokens=settings.history_budget_tokens,
+                              count_tokens=count)
+    return encode_prompt(tokenizer, text)
 
 
 def _decide(backend, tokenizer, count, settings: RolloutSettings, episodes, observations,
             active: list[int], seed: int) -> list[str | None]:
     """Sample one answer per active episode (one generate call); append its Turn; the actions."""
     from dreamgym_cli.llm.generate import GenerationParams
-    from dreamgym_cli.llm.sft import encode_prompt
-    from dreamgym_cli.rl.agent_prompt import build_agent_prompt, parse_action
+    from dreamgym_cli.rl.agent_prompt import parse_action
 
-    prompt_ids = []
-    for i in active:
-        obs = observations[i]
-        history = [(t.state, t.action) for t in episodes[i].turns]
-        text = build_agent_prompt(episodes[i].task.instruction, history, obs.text, obs.admissible,
-                                  think=settings.think,
-                                  history_budget_tokens=settings.history_budget_tokens,
-                                  count_tokens=count)
-        prompt_ids.append(encode_prompt(tokenizer, text))
+    prompt_ids = [_prompt_ids(tokenizer, count, settings, episodes[i], observations[i])
+                  for i in active]
     params = GenerationParams(max_new_tokens=settings.max_new_tokens,
                               temperature=settings.temperature, top_p=settings.top_p,
                               stop=(ACTION_STOP,), seed=seed)
@@ -238,14 +253,15 @@ def is_dream_env(name: str) -> bool:
 
 
 def open_batch_env(name: str, *, max_steps: int | None = None, workers: int | None = None,
-                   store=None, seed: int | None = None, policy_name: str = "policy"):
+                   store=None, seed: int | None = None, policy_name: str = "policy",
+                   retrieve_synthetic: bool = False):
     """A batch env by name: `dream:EM_DIR` (the experience model), else real envs in workers."""
     from dreamgym_cli.envs.registry import make_env
     from dreamgym_cli.envs.vector import VectorEnv
 
     if is_dream_env(name):
         return make_env(name, store=store, max_steps=max_steps, seed=seed,
-                        policy_name=policy_name)
+                        policy_name=policy_name, retrieve_synthetic=retrieve_synthetic)
     make_env(name).close()  # an unknown name fails here, with its did-you-mean, not in a worker
     kwargs = {} if max_steps is None else {"max_steps": max_steps}
     return VectorEnv(name, workers=workers, **kwargs)

@@ -47,7 +47,8 @@ class RLSettings:
     kl_estimator: str = "k3"
     clip_eps: float = 0.2
     ppo_epochs: int = 1
-    mini_batches: int = 1
+    mini_batches: int = 4  # optimizer steps per pass over an iteration's rollouts
+    warmup_steps: int = 4  # linear lr warm-up over the first optimizer steps of the run
     micro_batch_turns: int = 8
     entropy_coef: float = 0.0
     value_coef: float = 0.5
@@ -55,7 +56,11 @@ class RLSettings:
     gamma: float = 1.0
     lam: float = 0.95
     grad_clip: float = 1.0
-    outcome: str = "return"  # GRPO's episode reward: its return, or 1/0 success
+    outcome: str = "success"  # GRPO's episode reward: 1/0 success, or its return
+    temperature: float = 1.0  # rollout sampling temperature: log-probs are scored at it
+    invalid_penalty: float = 0.0  # subtracted per off-list or malformed action of an episode
+    value_detach: bool = True  # PPO: the critic reads the trunk without training it
+    value_lr: float = 1e-3  # PPO: the value head's own learning rate
     loss_agg: str = "token-mean"
     checkpoint_every: int = 1
     seed: int = 0
@@ -72,14 +77,18 @@ class Learner:
     optimizer: torch.optim.Optimizer
     reference: Any  # a frozen copy of the initial model, or None (LoRA: adapters disabled)
     value_head: torch.nn.Module | None = None
+    updates: int = 0  # optimizer steps taken (drives the lr warm-up; kept in checkpoints)
 
     @property
     def pad_id(self) -> int:
         t = self.tokenizer
         return t.pad_token_id if t.pad_token_id is not None else (t.eos_token_id or 0)
 
+    def policy_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def parameters(self) -> list[torch.nn.Parameter]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self.policy_parameters()
         if self.value_head is not None:
             params += list(self.value_head.parameters())
         return params
@@ -101,16 +110,32 @@ def make_learner(model, tokenizer, settings: RLSettings, value_head=None) -> Lea
     learner = Learner(model, tokenizer, open_backend("transformers", model=model,
                                                      tokenizer=tokenizer),
                       optimizer=None, reference=reference, value_head=value_head)  # type: ignore
-    learner.optimizer = torch.optim.AdamW(learner.parameters(), lr=settings.lr, weight_decay=0.0)
+    groups = [{"params": learner.policy_parameters(), "lr": settings.lr, "base_lr": settings.lr}]
+    if value_head is not None:  # the critic learns at its own rate (it starts from zero)
+        groups.append({"params": list(value_head.parameters()), "lr": settings.value_lr,
+                       "base_lr": settings.value_lr})
+    learner.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     return learner
+
+
+def warmup_factor(updates: int, warmup_steps: int) -> float:
+    """The lr multiplier of optimizer step `updates` + 1: linear from 1/warmup up to 1.
+
+    Adam's first steps move every weight by about lr·sign(g) whatever the gradient's size, so a
+    fresh optimizer at full lr takes a full-size step along a gradient estimated from a handful
+    of episodes; the warm-up lets its moment estimates settle first.
+    """
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (updates + 1) / warmup_steps)
 
 
 # ---- scoring ---------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_head=None
-                ) -> tuple[list[list[float]], list[float] | None]:
+def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_head=None,
+                temperature: float = 1.0) -> tuple[list[list[float]], list[float] | None]:
     """Log-probs of each turn's answer tokens under `model` (and its values, with a head)."""
     logprobs, values = [], [] if value_head is not None else None
     was_training = model.training
@@ -119,7 +144,7 @@ def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_
         for start in range(0, len(turns), micro):
             chunk = turns[start:start + micro]
             batch = collate_turns(chunk, pad_id)
-            out = forward_turns(model, batch, value_head=value_head)
+            out = forward_turns(model, batch, value_head=value_head, temperature=temperature)
             for i in range(len(chunk)):
                 logprobs.append(out.logprobs[i][batch.answer_mask[i]].tolist())
             if values is not None:
@@ -129,11 +154,14 @@ def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_
     return logprobs, values
 
 
-def reference_logprobs(learner: Learner, turns: Sequence[Turn], micro: int) -> list[list[float]]:
+def reference_logprobs(learner: Learner, turns: Sequence[Turn], micro: int,
+                       temperature: float = 1.0) -> list[list[float]]:
     if learner.reference is not None:
-        return score_turns(learner.reference, turns, learner.pad_id, micro)[0]
+        return score_turns(learner.reference, turns, learner.pad_id, micro,
+                           temperature=temperature)[0]
     with learner.model.disable_adapter():  # LoRA: the base without the adapter is the reference
-        return score_turns(learner.model, turns, learner.pad_id, micro)[0]
+        return score_turns(learner.model, turns, learner.pad_id, micro,
+                           temperature=temperature)[0]
 
 
 # ---- advantages ------------------------------------------------------------------------------
@@ -150,21 +178,52 @@ class Sample:
     value_target: float = 0.0
 
 
-def grpo_samples(episodes: list[EpisodeRollout], outcome: str) -> list[Sample]:
+def penalised(value: float, turns: Sequence[Turn], penalty: float) -> float:
+    """`value` minus `penalty` for each off-list or malformed action among `turns`."""
+    if penalty == 0:
+        return value
+    return value - penalty * sum(bad_action(t) for t in turns)
+
+
+def bad_action(turn: Turn) -> bool:
+    """An answer without action tags, or an action the env did not list."""
+    return (not turn.valid_format) or turn.in_admissible is False
+
+
+def grpo_samples(episodes: list[EpisodeRollout], outcome: str,
+                 invalid_penalty: float = 0.0) -> list[Sample]:
     """Each turn carries its episode's group-normalised outcome (GRPO)."""
-    rewards = torch.tensor([float(e.success) if outcome == "success" else e.total_return
+    rewards = torch.tensor([penalised(float(e.success) if outcome == "success"
+                                      else e.total_return, e.turns, invalid_penalty)
                             for e in episodes])
     adv = alg.grpo_advantages(rewards, [e.group for e in episodes]).tolist()
     return [Sample(t, a) for e, a in zip(episodes, adv) for t in e.turns]
 
 
+def bootstrap_values(learner: Learner, episodes: list[EpisodeRollout], micro: int) -> list[float]:
+    """V(s_N) after each episode's last turn: the critic's estimate where a step limit or budget
+    cut the episode (the game was not over), 0 where the env ended it."""
+    cut = [i for i, e in enumerate(episodes) if e.truncated and e.final_prompt_ids]
+    out = [0.0] * len(episodes)
+    if cut:
+        probes = [Turn(state="", admissible=None, prompt_ids=list(episodes[i].final_prompt_ids),
+                       token_ids=[], logprobs=[], text="", action="", valid_format=True,
+                       in_admissible=None) for i in cut]
+        _, values = score_turns(learner.model, probes, learner.pad_id, micro,
+                                value_head=learner.value_head)
+        for i, v in zip(cut, values or []):
+            out[i] = float(v)
+    return out
+
+
 def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings
                 ) -> list[Sample]:
-    """GAE over each episode's turn rewards with the value head's estimates (whitened)."""
+    """GAE over each episode's turn rewards with the value head's estimates (whitened),
+    bootstrapped with V(s_N) where the episode was cut rather than ended."""
     kept = [e for e in episodes if e.turns]
     turns = [t for e in kept for t in e.turns]
     _, values = score_turns(learner.model, turns, learner.pad_id, settings.micro_batch_turns,
-                            value_head=learner.value_head)
+                            value_head=learner.value_head, temperature=settings.temperature)
     width = max(len(e.turns) for e in kept)
     rewards = torch.zeros(len(kept), width)
     old = torch.zeros(len(kept), width)
@@ -172,11 +231,14 @@ def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSe
     k = 0
     for i, e in enumerate(kept):
         n = len(e.turns)
-        rewards[i, :n] = torch.tensor([t.reward for t in e.turns])
+        rewards[i, :n] = torch.tensor([penalised(t.reward, [t], settings.invalid_penalty)
+                                       for t in e.turns])
         old[i, :n] = torch.tensor(values[k:k + n])
         mask[i, :n] = True
         k += n
-    adv, returns = alg.gae(rewards, old, mask, settings.gamma, settings.lam)  # [E, N] each
+    last = torch.tensor(bootstrap_values(learner, kept, settings.micro_batch_turns))  # [E]
+    adv, returns = alg.gae(rewards, old, mask, settings.gamma, settings.lam,
+                           last_values=last)  # [E, N] each
     adv = alg.masked_whiten(adv, mask) if mask.sum() > 1 else adv
     return [Sample(t, float(adv[i, j]), old_value=float(old[i, j]),
                    value_target=float(returns[i, j]))
@@ -191,7 +253,8 @@ def _micro_loss(learner: Learner, chunk: list[Sample], settings: RLSettings,
     """Backward of one micro-batch's share of the mini-batch loss; its metrics (unweighted)."""
     batch = collate_turns([s.turn for s in chunk], learner.pad_id)
     out = forward_turns(learner.model, batch, value_head=learner.value_head,
-                        entropy=settings.entropy_coef > 0)
+                        entropy=settings.entropy_coef > 0, temperature=settings.temperature,
+                        detach_value=settings.value_detach)
     mask = batch.answer_mask
     adv = alg.broadcast_to_tokens(torch.tensor([s.advantage for s in chunk]), mask)
     policy_loss, clip_frac, approx_kl = alg.policy_loss_clipped(
@@ -246,7 +309,13 @@ def update_policy(learner: Learner, samples: list[Sample], settings: RLSettings,
                     totals.setdefault(k, []).append((v, weight))
             norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip or float("inf"))
             totals.setdefault("train/grad_norm", []).append((float(norm), 1.0))
+            factor = warmup_factor(learner.updates, settings.warmup_steps)
+            for group in learner.optimizer.param_groups:
+                group["lr"] = group.get("base_lr", group["lr"]) * factor
+            totals.setdefault("train/lr", []).append((learner.optimizer.param_groups[0]["lr"],
+                                                      1.0))
             learner.optimizer.step()
+            learner.updates += 1
     learner.model.eval()
     return {k: sum(v * w for v, w in pairs) / max(sum(w for _, w in pairs), 1e-12)
             for k, pairs in totals.items()}
@@ -256,6 +325,15 @@ def update_policy(learner: Learner, samples: list[Sample], settings: RLSettings,
 
 
 Sampler = Callable[[int, random.Random], list[Task]]
+
+
+def whole_groups(steps_left: int, settings: RLSettings, max_turns: int | None) -> int:
+    """How many task draws (groups of `group_size` episodes) fit in a real-step budget when
+    every episode may run to `max_turns`: a budget is spent on whole episodes, never on the
+    first turns of many (without a turn limit the rollout's own cut is the only guard)."""
+    if max_turns is None:
+        return settings.batch_tasks if steps_left > 0 else 0
+    return max(0, steps_left // (settings.group_size * max_turns))
 
 
 def uniform_sampler(pool: Sequence[Task]) -> Sampler:
@@ -271,7 +349,8 @@ def uniform_sampler(pool: Sequence[Task]) -> Sampler:
 def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
           rollout_settings: RolloutSettings, *, run_dir: Path, resume: bool = False,
           sampler: Sampler | None = None, on_episodes=None, real_env: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int, dict], None] | None = None,
+          evaluate: Callable[[], dict] | None = None, eval_every: int = 0) -> dict[str, Any]:
     """Run the iterations; metrics per iteration in run_dir/metrics.jsonl. A summary dict.
 
     on_episodes(iteration, episodes) -> dict: called after each rollout (replay enrichment).
@@ -279,6 +358,9 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     metrics for the iteration (curriculum); one with `save(run_dir)` / `resume(run_dir, start)`
     keeps its state with the checkpoints.
     real_env: count env steps against `settings.max_real_steps`.
+    evaluate() -> dict: a measurement of the current policy (e.g. greedy success on fixed
+    validation games), logged before the first iteration (as iteration 0), every `eval_every`
+    iterations and after the last; its env steps are not training data and not in the budget.
     """
     from dreamgym_cli.rl.checkpoint import MetricsLog, load_checkpoint, save_checkpoint
 
@@ -289,14 +371,20 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     log = MetricsLog(run_dir / "metrics.jsonl", keep_until=start)
     budget = settings.max_real_steps if real_env else None
     first, last = None, {}
+    if evaluate is not None and start == 0:
+        log.write({"iteration": 0, "train/updates": 0, "real_steps_used": 0, **evaluate()})
     try:
         for it in range(start, settings.iterations):
-            if budget is not None and used >= budget:
-                break
+            if budget is not None and whole_groups(budget - used, settings,
+                                                   rollout_settings.max_turns) < 1:
+                break  # not even one whole group of episodes fits in what is left
             metrics = _iteration(learner, env, sampler, settings, rollout_settings, it,
                                  None if budget is None else budget - used, on_episodes)
             used += metrics["rollout/turns"] if real_env else 0
             metrics.update({"iteration": it + 1, "real_steps_used": used})
+            if evaluate is not None and eval_every and ((it + 1) % eval_every == 0 or
+                                                        it + 1 == settings.iterations):
+                metrics.update(evaluate())
             log.write(metrics)
             first = first or metrics
             last = metrics
@@ -306,6 +394,11 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
                     sampler.save(run_dir)
             if progress is not None:
                 progress(it + 1, settings.iterations, metrics)
+        if evaluate is not None and last and not any(k.startswith("eval/") for k in last):
+            final = evaluate()  # a budget ended the run between two measurements
+            log.write({"iteration": last["iteration"], "train/updates": learner.updates,
+                       "real_steps_used": used, **final})
+            last = {**last, **final}
     finally:
         log.close()
     return {"iterations_run": log.count, "real_steps_used": used, "first": first, "last": last}
@@ -317,7 +410,9 @@ def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
     rng = random.Random(settings.seed * 1_000_003 + it)  # stateless per iteration: resumable
     torch.manual_seed(settings.seed * 1_000_003 + it)
     t0 = time.perf_counter()
-    tasks = sampler(settings.batch_tasks, rng)
+    draws = settings.batch_tasks if steps_left is None else \
+        min(settings.batch_tasks, whole_groups(steps_left, settings, rollout_settings.max_turns))
+    tasks = sampler(draws, rng)
     episodes = run_rollouts(env, learner.backend, learner.tokenizer, tasks, rollout_settings,
                             group_size=settings.group_size, call=it, max_env_steps=steps_left)
     metrics: dict[str, Any] = rollout_metrics(episodes)
@@ -328,14 +423,16 @@ def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
         metrics.update(on_episodes(it, episodes) or {})
     t1 = time.perf_counter()
     samples = (ppo_samples(learner, episodes, settings) if settings.algo == "ppo"
-               else grpo_samples(episodes, settings.outcome))
+               else grpo_samples(episodes, settings.outcome, settings.invalid_penalty))
     metrics["train/advantage_abs_mean"] = (sum(abs(s.advantage) for s in samples) /
                                            max(len(samples), 1))
     if settings.kl_coef > 0 and samples:
-        refs = reference_logprobs(learner, [s.turn for s in samples], settings.micro_batch_turns)
+        refs = reference_logprobs(learner, [s.turn for s in samples], settings.micro_batch_turns,
+                                  settings.temperature)
         for s, r in zip(samples, refs):
             s.ref_logprobs = r
     metrics.update(update_policy(learner, samples, settings, rng))
+    metrics["train/updates"] = learner.updates
     metrics.update({"time/rollout_s": round(t1 - t0, 3),
                     "time/train_s": round(time.perf_counter() - t1, 3)})
     return metrics

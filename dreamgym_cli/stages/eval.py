@@ -2,7 +2,9 @@
 
 Success rate with a 95 % Wilson interval, mean return and length, invalid-action and format-error
 rates, per-task results; `results.json`, `report.md` and `success.png` in the output directory.
-Greedy decoding by default (`--sample` samples at temperature 1).
+Greedy decoding by default (`--sample` samples at temperature 1). The evaluated episodes are kept
+as canonical trajectories in `episodes.jsonl` (source `real`): `eval-em --episodes R/episodes.jsonl`
+measures an experience model on the policy's own held-out real transitions.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def summarize(episodes) -> dict[str, Any]:
 
 def run(config: EvalConfig, progress=None) -> dict[str, Any]:
     from dreamgym_cli.rl.policy import PolicySettings
+    from dreamgym_cli.rl.rollout import episode_records
+    from dreamgym_cli.trajectories import write_episodes
 
     PolicySettings.load(config.policy)  # a clear error before anything heavy
     with ArtifactRun("eval", config.out, to_dict(config), force=config.force,
@@ -95,7 +99,9 @@ def run(config: EvalConfig, progress=None) -> dict[str, Any]:
                                          if k not in ("force", "workers")}) as run_:
         if run_.up_to_date:
             return {"out": str(config.out), "skipped": True, **run_.previous["metrics"]}
-        result = _evaluate(config, progress)
+        result, episodes = _evaluate(config, progress)
+        write_episodes(run_.tmp / "episodes.jsonl",
+                       episode_records(episodes, "real", config.policy.resolve().name))
         (run_.tmp / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         (run_.tmp / "report.md").write_text(report_markdown(result, config))
         plot(result, run_.tmp / "success.png")
@@ -103,7 +109,7 @@ def run(config: EvalConfig, progress=None) -> dict[str, Any]:
     return {"out": str(config.out), "skipped": False, **manifest["metrics"]}
 
 
-def _evaluate(config: EvalConfig, progress) -> dict[str, Any]:
+def _evaluate(config: EvalConfig, progress) -> tuple[dict[str, Any], list]:
     from dreamgym_cli.llm.generate import open_backend
     from dreamgym_cli.rl.policy import load_policy
     from dreamgym_cli.rl.rollout import RolloutSettings, is_dream_env, open_batch_env, run_rollouts
@@ -130,7 +136,7 @@ def _evaluate(config: EvalConfig, progress) -> dict[str, Any]:
     finally:
         env.close()
     return {"policy": str(config.policy), "env": env_name, "greedy": config.greedy,
-            **summarize(episodes)}
+            **summarize(episodes)}, episodes
 
 
 def report_markdown(result: dict[str, Any], config: EvalConfig) -> str:

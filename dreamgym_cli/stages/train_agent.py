@@ -1,7 +1,8 @@
 """`dreamgym train-agent --algo sft|grpo|ppo`: make or improve a policy directory.
 
-sft   behaviour cloning on the store's successful real episodes (`--sft-all`: all of them), with
-      prompts built exactly as the rollout builds them, so the policy acts in the same format.
+sft   behaviour cloning on the store's real episodes (`--sft-data`: the expert's episodes when
+      the store has any, else successful ones without their off-list actions), with prompts
+      built exactly as the rollout builds them, so the policy acts in the same format.
 grpo  GRPO in `--env` (`dream:EM` or a real env) from `--init POLICY` or `--base`.
 ppo   PPO (value head, GAE over turns) on the same path.
 
@@ -46,7 +47,9 @@ class TrainAgentConfig:
     max_steps: int | None = option(None, help="SFT: stop after this many optimizer steps.")
     epochs: float = option(3.0, help="SFT: passes over the examples (when no --max-steps).")
     batch_size: int = option(8, help="SFT: examples per optimizer step.")
-    sft_all: bool = option(False, help="SFT on all real episodes, not only successful ones.")
+    sft_data: str = option("auto", help="SFT examples: auto (expert episodes if any, else "
+                           "successful), expert, successful (without off-list actions) or all.")
+    sft_all: bool = option(False, help="Same as --sft-data all (kept for old commands).")
     group_size: int = option(4, help="Episodes per task draw (GRPO's G).")
     batch_tasks: int = option(4, help="Task draws per RL iteration.")
     lr: float | None = option(None, help="Learning rate (sft 1e-3 tiny / 2e-4 LoRA; RL 1e-4 "
@@ -55,13 +58,19 @@ class TrainAgentConfig:
     kl_estimator: str = option("k3", help="KL estimator: k1, k2 or k3.")
     clip_eps: float = option(0.2, help="PPO/GRPO ratio clip.")
     ppo_epochs: int = option(1, help="Passes over each iteration's rollouts.")
-    mini_batches: int = option(1, help="Optimizer steps per pass.")
+    mini_batches: int = option(4, help="Optimizer steps per pass.")
+    warmup_steps: int = option(4, help="RL: linear lr warm-up over the first optimizer steps.")
     micro_batch_turns: int = option(8, help="Turns per forward pass (gradient accumulation).")
     entropy_coef: float = option(0.0, help="Entropy bonus weight.")
     value_coef: float = option(0.5, help="PPO value-loss weight.")
+    value_lr: float = option(1e-3, help="PPO: the value head's learning rate.")
+    value_detach: bool = option(True, help="PPO: the value head reads the trunk without "
+                                "training it (--value-shared: its loss trains the trunk too).")
     gamma: float = option(1.0, help="PPO discount over turns.")
     lam: float = option(0.95, help="PPO GAE lambda.")
-    outcome: str = option("return", help="GRPO episode reward: return or success.")
+    outcome: str = option("success", help="GRPO episode reward: success (1/0) or return.")
+    invalid_penalty: float = option(0.0, help="RL: reward subtracted per off-list or malformed "
+                                    "action.")
     max_steps_per_episode: int = option(8, help="Turns per episode before it counts as failed.")
     max_real_steps: int | None = option(None, help="Real env: stop when this many steps are "
                                         "spent (sim-to-real budget).")
@@ -70,6 +79,15 @@ class TrainAgentConfig:
     think: bool | None = option(None, help="Answer with <think> first (default: the policy's).")
     temperature: float = option(1.0, help="Sampling temperature of RL rollouts.")
     enrich: bool = option(True, help="Add RL episodes to the store (--no-enrich: ablation).")
+    retrieve_synthetic: bool = option(False, help="Dream env: let retrieval return synthetic "
+                                      "transitions too (default: real ones only, as in "
+                                      "training).")
+    eval_tasks: Path | None = option(None, help="Validation task file: greedy success in the "
+                                     "real env before training and every --eval-every "
+                                     "iterations (eval/* in metrics.jsonl).")
+    eval_every: int = option(5, help="Iterations between validation measurements.")
+    eval_turns: int | None = option(None, help="Validation turn limit (default: "
+                                    "--max-steps-per-episode).")
     curriculum: bool = option(True, help="Dream env: grow the pool with variations of "
                               "high-variance tasks (--no-curriculum: the 'w/o task generation' "
                               "ablation, uniform sampling). Real envs: always off.")
@@ -98,7 +116,18 @@ class TrainAgentConfig:
             from dreamgym_cli.errors import unknown_name
 
             raise unknown_name("algorithm", self.algo, ALGOS, field="algo")
-        for name in ("out", "store", "init", "tasks"):
+        if self.sft_all:
+            object.__setattr__(self, "sft_data", "all")
+        from dreamgym_cli.stages.train_agent_sft import SFT_DATA
+
+        if self.sft_data not in SFT_DATA:
+            from dreamgym_cli.errors import unknown_name
+
+            raise unknown_name("SFT data", self.sft_data, SFT_DATA, field="sft_data")
+        if self.warmup_steps < 0 or self.invalid_penalty < 0:
+            raise InputError("expected >= 0", field="warmup_steps" if self.warmup_steps < 0
+                             else "invalid_penalty")
+        for name in ("out", "store", "init", "tasks", "eval_tasks"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else Path(value))
         if (self.base is None) == (self.init is None):
@@ -109,6 +138,7 @@ class TrainAgentConfig:
             raise InputError(f"{self.algo} needs a task file: pass --tasks", field="tasks")
         for name in ("iterations", "batch_size", "group_size", "batch_tasks",
                      "max_steps_per_episode", "ppo_epochs", "mini_batches", "micro_batch_turns",
+                     "eval_every",
                      "curriculum_every", "seeds_per_round", "candidates"):
             if getattr(self, name) < 1:
                 raise InputError(f"expected an integer >= 1, got {getattr(self, name)}",
@@ -125,7 +155,8 @@ class TrainAgentConfig:
 
 
 def run(config: TrainAgentConfig, progress=None) -> dict[str, Any]:
-    inputs = {k: getattr(config, k) for k in ("store", "init", "tasks") if getattr(config, k)}
+    inputs = {k: getattr(config, k) for k in ("store", "init", "tasks", "eval_tasks")
+              if getattr(config, k)}
     if config.env and config.env.startswith("dream:"):
         inputs["em"] = Path(config.env.split(":", 1)[1])
     for name, path in inputs.items():

@@ -50,7 +50,9 @@ def rl_settings(config, tiny: bool):
         micro_batch_turns=config.micro_batch_turns, entropy_coef=config.entropy_coef,
         value_coef=config.value_coef, gamma=config.gamma, lam=config.lam,
         outcome=config.outcome, checkpoint_every=config.checkpoint_every, seed=config.seed,
-        max_real_steps=config.max_real_steps)
+        max_real_steps=config.max_real_steps, warmup_steps=config.warmup_steps,
+        temperature=config.temperature, invalid_penalty=config.invalid_penalty,
+        value_detach=config.value_detach, value_lr=config.value_lr)
     check_settings(settings)
     return settings
 
@@ -73,10 +75,18 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     if dream and config.max_real_steps is not None:
         raise InputError("--max-real-steps budgets a real env; the dream env takes none",
                          field="max_real_steps")
+    if config.max_real_steps is not None and \
+            config.max_real_steps < config.group_size * config.max_steps_per_episode:
+        raise InputError(f"a budget of {config.max_real_steps} real steps does not hold one group "
+                         f"of whole episodes ({config.group_size} × "
+                         f"{config.max_steps_per_episode} turns); raise it or lower "
+                         "--group-size / --max-steps-per-episode", field="max_real_steps")
     store = _open_store(config.store)
     env = open_batch_env(env_name, max_steps=config.max_steps_per_episode,
                          workers=config.workers, store=store, seed=config.seed,
-                         policy_name=policy_name(config))
+                         policy_name=policy_name(config),
+                         retrieve_synthetic=config.retrieve_synthetic)
+    validation = None
     try:
         torch.manual_seed(config.seed)
         model, tokenizer, settings, tiny = load_start_model(
@@ -94,11 +104,14 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
                                 policy_name(config)) if config.enrich else None
         run_dir = checkpoint_dir(config)
         sampler = make_sampler(config, env, pool, dream)
+        validation = _validator(config, learner, rollout)
         summary = train(learner, env, pool, rl, rollout, run_dir=run_dir, resume=config.resume,
                         sampler=sampler, on_episodes=on_episodes, real_env=not dream,
-                        progress=progress)
+                        progress=progress, evaluate=validation, eval_every=config.eval_every)
     finally:
         env.close()
+        if validation is not None:
+            validation.close()
     save_policy(model, tokenizer, out_dir, settings, value_head)
     curriculum_metrics, curriculum_extra = curriculum_report(
         sampler, out_dir, curriculum_status(config, dream))
@@ -110,6 +123,42 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
                     "enriched_store": str(enrich_store.path) if on_episodes and enrich_store
                     else None, **curriculum_metrics})
     return metrics, {"first_iteration": summary["first"], **curriculum_extra}
+
+
+class _Validator:
+    """Greedy success of the current policy on fixed validation games in their real env."""
+
+    def __init__(self, config, learner, rollout):
+        import dataclasses
+
+        self.tasks = read_task_pool(config.eval_tasks)
+        name = tasks_env(self.tasks, config.eval_tasks)
+        turns = config.eval_turns or config.max_steps_per_episode
+        from dreamgym_cli.rl.rollout import open_batch_env
+
+        self.env = open_batch_env(name, max_steps=turns, workers=config.workers)
+        self.learner = learner
+        self.settings = dataclasses.replace(rollout, temperature=0.0, max_turns=turns)
+
+    def __call__(self) -> dict[str, float]:
+        from dreamgym_cli.rl.rollout import run_rollouts
+
+        episodes = run_rollouts(self.env, self.learner.backend, self.learner.tokenizer,
+                                self.tasks, self.settings)
+        n = max(len(episodes), 1)
+        judged = [t for e in episodes for t in e.turns if t.in_admissible is not None]
+        return {"eval/success_rate": sum(e.success for e in episodes) / n,
+                "eval/return_mean": sum(e.total_return for e in episodes) / n,
+                "eval/invalid_action_rate": (sum(not t.in_admissible for t in judged) /
+                                             len(judged)) if judged else 0.0,
+                "eval/episodes": len(episodes)}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _validator(config, learner, rollout) -> _Validator | None:
+    return None if config.eval_tasks is None else _Validator(config, learner, rollout)
 
 
 def _open_store(path: Path | None):

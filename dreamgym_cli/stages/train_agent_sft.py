@@ -73,17 +73,47 @@ def sft_pairs(episodes, settings, count_tokens) -> list[tuple[str, str]]:
     return pairs
 
 
+SFT_DATA = ("auto", "expert", "successful", "all")
+
+
+def select_sft_episodes(episodes: list, which: str) -> list:
+    """The episodes (and steps) behaviour cloning learns from.
+
+    expert      episodes of the `expert` policy only
+    successful  successful episodes, without their off-list actions (an ε-random move that the
+                env refused is no behaviour to clone)
+    all         every real episode, every step
+    auto        expert when the store has any, else successful: a mixed policy's successes still
+                hold its random moves, so they are a fallback, not the default
+    """
+    if which == "auto":
+        experts = select_sft_episodes(episodes, "expert")
+        return experts or select_sft_episodes(episodes, "successful")
+    if which == "expert":
+        return [e for e in episodes if e[1].get("policy") == "expert"]
+    if which == "successful":
+        out = []
+        for task, episode, steps in episodes:
+            if not episode.get("success"):
+                continue
+            clean = [s for s in steps if not s.get("admissible") or
+                     s["action"] in s["admissible"]]
+            if clean:
+                out.append((task, episode, clean))
+        return out
+    return list(episodes)
+
+
 def sft_episodes(config) -> list:
     from dreamgym_cli.stages.train_em import load_real_episodes
     from dreamgym_cli.store import ReplayStore
 
-    episodes = load_real_episodes(ReplayStore.open(config.store))
-    if not config.sft_all:
-        episodes = [e for e in episodes if e[1].get("success")]
+    episodes = select_sft_episodes(load_real_episodes(ReplayStore.open(config.store)),
+                                   config.sft_data)
     if not episodes:
-        which = "real" if config.sft_all else "successful real"
-        raise InputError(f"the store has no {which} episodes to clone"
-                         + ("" if config.sft_all else " (try --sft-all)"), file=config.store)
+        raise InputError(f"the store has no episodes for --sft-data {config.sft_data}"
+                         + ("" if config.sft_data == "all" else " (try --sft-data all)"),
+                         file=config.store)
     return episodes
 
 
