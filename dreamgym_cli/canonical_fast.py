@@ -63,18 +63,23 @@ def _convert(table: pa.Table, env: str | None, source: str | None) -> dict[str, 
         raise _NotFast
     n = table.num_rows
     col = {name: table.column(name).combine_chunks() for name in names}
-    if "schema_version" in col and not pc.all(pc.equal(col["schema_version"].fill_null(
-            SCHEMA_VERSION), SCHEMA_VERSION)).as_py():
+    if "schema_version" in col and not pc.all(pc.equal(pc.coalesce(
+            col["schema_version"], pa.scalar(SCHEMA_VERSION, col["schema_version"].type)),
+            SCHEMA_VERSION)).as_py():
         raise _NotFast
     ids = _strings(col["episode_id"], nonempty=True)
     if pc.count_distinct(ids).as_py() != n:
         raise _NotFast
     tasks, task_ids, task_envs = _tasks(col["task"], env)
     for name, values in (("task_id", task_ids), ("env", task_envs)):
-        if name in col and not pc.all(pc.equal(col[name].fill_null(values), values)).as_py():
+        if name in col and not pc.all(pc.equal(pc.coalesce(col[name], values), values)).as_py():
             raise _NotFast
     src = col["source"] if "source" in col else pa.nulls(n, pa.string())
-    src = _strings(src.fill_null(source) if source is not None else src)
+    if pa.types.is_null(src.type):
+        src = pa.nulls(n, pa.string())
+    if source is not None:
+        src = pc.coalesce(src, pa.scalar(source, src.type))
+    src = _strings(src)
     if not pc.all(pc.is_in(src, pa.array(SOURCES))).as_py():
         raise _NotFast
     policy = _strings(col["policy"], nonempty=True)
@@ -196,7 +201,7 @@ def _times(arr: pa.Array | None, n: int, now: datetime) -> pa.Array:
     if not pa.types.is_string(arr.type):
         raise _NotFast
     parsed = pc.cast(pc.replace_substring(arr, "Z", "+00:00"), target)
-    return parsed.fill_null(pa.scalar(now, target))
+    return pc.coalesce(parsed, pa.scalar(now, target))
 
 
 def _episode_table(col: dict[str, pa.Array], ids, task_ids, envs, src, policy, lengths,
@@ -205,7 +210,7 @@ def _episode_table(col: dict[str, pa.Array], ids, task_ids, envs, src, policy, l
     ends = np.cumsum(lengths.to_numpy(zero_copy_only=False))
     starts = ends - lengths.to_numpy(zero_copy_only=False)
     reward = steps.column("reward").combine_chunks()
-    sums = np.add.reduceat(reward.fill_null(0).to_numpy(), starts) if len(reward) else \
+    sums = np.add.reduceat(pc.coalesce(reward, pa.scalar(0.0)).to_numpy(), starts) if len(reward) else \
         np.zeros(n)
     sums[starts == ends] = 0.0
     unknown = np.add.reduceat(reward.is_null().cast(pa.int8()).to_numpy(), starts) \
@@ -258,7 +263,7 @@ def _numbers(arr: pa.Array) -> pa.Array:
     """JSON text of each float as json.dumps writes it (repr), via the distinct values."""
     unique = pc.unique(arr.drop_null())
     texts = pa.array([json.dumps(v) for v in unique.to_pylist()] + ["null"], pa.string())
-    index = pc.index_in(arr, unique).fill_null(len(unique))
+    index = pc.coalesce(pc.index_in(arr, unique), pa.scalar(len(unique), pa.int32()))
     return texts.take(index)
 
 
@@ -271,7 +276,7 @@ def _lists(arr: pa.Array) -> pa.Array:
 
 def _bools(arr: pa.Array) -> pa.Array:
     return pc.if_else(arr.is_null(), pa.scalar("null"),
-                      pc.if_else(arr.fill_null(False), pa.scalar("true"), pa.scalar("false")))
+                      pc.if_else(pc.coalesce(arr, pa.scalar(False)), pa.scalar("true"), pa.scalar("false")))
 
 
 def step_hashes(cols: dict[str, pa.Array]) -> pa.Array:

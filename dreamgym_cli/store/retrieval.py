@@ -101,10 +101,21 @@ def _embed_in_chunks(store, embedder: Embedder, pending: pa.Table, batch_size: i
             chunk = pending.slice(start, EMBED_CHUNK).to_pydict()
             texts = [transition_text(i, s, a) for i, s, a in
                      zip(chunk["instruction"], chunk["state"], chunk["action"])]
-            vectors = embedder.encode(texts, batch_size=batch_size,
+            vectors = encode_distinct(embedder, texts, batch_size,
                                       on_batch=lambda n: bar.advance(job, n))
             store.append_table(TABLE, embeddings_table(chunk["content_hash"],
                                                        embedder.embedder_id, vectors))
+            bar.update(job, completed=min(start + EMBED_CHUNK, pending.num_rows))
+
+
+def encode_distinct(embedder: Embedder, texts: list[str], batch_size: int = 64,
+                    on_batch=None) -> np.ndarray:
+    """embedder.encode(texts), encoding each distinct text once (transitions that differ only in
+    next state, reward or episode share their key text); the vectors are the same."""
+    index: dict[str, int] = {}
+    inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), np.int64, len(texts))
+    vectors = embedder.encode(list(index), batch_size=batch_size, on_batch=on_batch)
+    return vectors[inverse]
 
 
 def _embedder_id() -> str:
