@@ -193,3 +193,19 @@ def test_validation_success_is_logged_before_training_and_every_k_iterations(
     assert lines[0]["train/updates"] == 0 and lines[-1]["train/updates"] == 3 * 4
     assert all(x["eval/episodes"] == 3 for x in lines if "eval/episodes" in x)
     assert lines[-1]["real_steps_used"] == sum(x.get("rollout/turns", 0) for x in lines)
+
+
+def test_generated_solved_counts_groups_of_generated_tasks_won_at_least_once():
+    import dataclasses
+
+    from dreamgym_cli.curriculum.sampler import generated_solved
+
+    won, lost = _episode(1, True, [_turn()]), _episode(1, False, [_turn()])
+    never = _episode(2, False, [_turn()])
+    seed_task = _episode(0, True, [_turn()])
+    for e in (won, lost, never):
+        e.task = dataclasses.replace(e.task, origin="generated", parent_id="t")
+    out = generated_solved([seed_task, won, lost, never])
+    assert out == {"curriculum/generated_groups": 2, "curriculum/generated_groups_solved": 1,
+                   "curriculum/generated_solved_share": 0.5}
+    assert "curriculum/generated_solved_share" not in generated_solved([seed_task])

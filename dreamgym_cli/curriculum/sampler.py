@@ -175,6 +175,7 @@ class CurriculumSampler:
         self.pending.update(task_v)
         self.latest.update(task_v)
         metrics = self._batch_metrics(group_v)
+        metrics.update(generated_solved(episodes))
         round_metrics = {"curriculum/added": 0, "curriculum/seeds": 0,
                          **{f"curriculum/rejected/{r}": 0 for r in REJECTION_REASONS}}
         if self.settings.enabled and self.iteration % self.settings.every == 0:
@@ -240,6 +241,20 @@ class CurriculumSampler:
         return {"curriculum/added": len(result.new_tasks),
                 "curriculum/seeds": len(result.seed_ids),
                 **{f"curriculum/rejected/{r}": n for r, n in result.rejected_counts.items()}}
+
+
+def generated_solved(episodes) -> dict[str, Any]:
+    """How many groups of generated tasks in a batch were solved at least once: a generated task
+    that no rollout ever solves only adds a zero-variance group (no GRPO signal)."""
+    groups: dict[Any, bool] = {}
+    for e in episodes:
+        if e.task.origin == "generated":
+            groups[e.group] = groups.get(e.group, False) or bool(e.success)
+    out: dict[str, Any] = {"curriculum/generated_groups": len(groups),
+                           "curriculum/generated_groups_solved": sum(groups.values())}
+    if groups:
+        out["curriculum/generated_solved_share"] = sum(groups.values()) / len(groups)
+    return out
 
 
 def _store_embed(texts: Sequence[str]) -> np.ndarray:
