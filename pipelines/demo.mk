@@ -29,8 +29,10 @@ else
 endif
 D := $(DEMO_DIR)
 DEMO_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# 15 turns: tw-simple walkthroughs take 8, 9 or 12 steps, so a shorter training horizon would
+# make half the games unwinnable while eval allows 20
 RL_OPTS := --tasks $(D)/train_tasks.parquet --iterations $(DEMO_ITERS) --group-size 4 \
-           --batch-tasks 4 --max-steps-per-episode 10 --seed 0
+           --batch-tasks 4 --max-steps-per-episode 15 --seed 0
 EVAL_OPTS := --tasks $(D)/test_tasks.parquet --max-steps-per-episode 20 --workers 0
 
 .PHONY: demo demo-data demo-runs demo-report

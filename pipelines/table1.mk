@@ -18,8 +18,9 @@
 #             $(T1_DIR)/REPORT_table{1,2}.md, docs/results.md and docs/results/table{1,2}.json
 #
 # Every RL row runs T1_ITERS iterations of T1_BATCH_TASKS × T1_GROUP episodes and 4 optimizer
-# steps each (equal policy updates), logs greedy success on the validation games every
-# T1_EVAL_EVERY iterations, and trains in its own copy of the replay store. Rows run T1_JOBS at a
+# steps each (equal policy updates), rewards success minus T1_PENALTY per off-list action,
+# logs greedy success on the validation games every T1_EVAL_EVERY iterations, and trains in its
+# own copy of the replay store. Rows run T1_JOBS at a
 # time with one torch thread each. Re-running skips finished stages (manifests).
 T1_DIR          ?= runs/table1
 T1_CHALLENGE    ?= tw-simple
@@ -41,6 +42,7 @@ T1_EVAL_TURNS   ?= 20
 T1_EVAL_EVERY   ?= 6
 T1_LR           ?= 1e-4
 T1_KL           ?= 0.02
+T1_PENALTY      ?= 0.05
 T1_JOBS         ?= 2
 T1_B            := $(shell echo $$(( $(T1_ITERS) * $(T1_GROUP) * $(T1_BATCH_TASKS) * $(T1_TURNS) )))
 T1_B8           := $(shell echo $$(( $(T1_B) / 8 )))
@@ -48,7 +50,7 @@ T := $(T1_DIR)
 T1_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 T1_RL := --tasks $(T)/pool_tasks.parquet --iterations $(T1_ITERS) --group-size $(T1_GROUP) \
          --batch-tasks $(T1_BATCH_TASKS) --max-steps-per-episode $(T1_TURNS) --lr $(T1_LR) \
-         --kl-coef $(T1_KL) --outcome success --eval-tasks $(T)/val_tasks.parquet \
+         --kl-coef $(T1_KL) --outcome success --invalid-penalty $(T1_PENALTY) --eval-tasks $(T)/val_tasks.parquet \
          --eval-every $(T1_EVAL_EVERY) --eval-turns $(T1_EVAL_TURNS)
 T1_EM_OPTS := --base $(T1_EM_BASE) --max-steps $(T1_EM_STEPS) --batch-size 8 --max-length 1024 \
               --history 0 --task-examples 8
@@ -81,8 +83,8 @@ $(T)/table1.json:
 	$(DG) ingest $(T)/demo_episodes.jsonl $(T)/mixed_episodes.jsonl --store $(T)/store
 	$(DG) annotate --store $(T)/store
 	$(DG) store info $(T)/store
-	@printf '{"challenge": "%s", "demo_seeds": "%s", "pool_seeds": "%s", "val_seeds": "%s", "test_seeds": "%s", "training_seeds": "%s", "offline_real_transitions": %s, "em_base": "%s", "em_steps": %s, "sft_steps": %s, "iterations": %s, "group_size": %s, "batch_tasks": %s, "turns_per_episode": %s, "eval_turns": %s, "lr": %s, "kl_coef": %s, "B": %s, "B_s2r": %s, "jobs": %s}\n' \
-	  "$(T1_CHALLENGE)" "$(T1_DEMO_SEEDS)" "$(T1_POOL_SEEDS)" "$(T1_VAL_SEEDS)" "$(T1_TEST_SEEDS)" "$(T1_SEEDS)" $(call T1_COUNT,$(T)/store) "$(T1_EM_BASE)" $(T1_EM_STEPS) $(T1_SFT_STEPS) $(T1_ITERS) $(T1_GROUP) $(T1_BATCH_TASKS) $(T1_TURNS) $(T1_EVAL_TURNS) $(T1_LR) $(T1_KL) $(T1_B) $(T1_B8) $(T1_JOBS) > $(T)/table1.json.tmp
+	@printf '{"challenge": "%s", "demo_seeds": "%s", "pool_seeds": "%s", "val_seeds": "%s", "test_seeds": "%s", "training_seeds": "%s", "offline_real_transitions": %s, "em_base": "%s", "em_steps": %s, "sft_steps": %s, "iterations": %s, "group_size": %s, "batch_tasks": %s, "turns_per_episode": %s, "eval_turns": %s, "lr": %s, "kl_coef": %s, "invalid_penalty": %s, "B": %s, "B_s2r": %s, "jobs": %s}\n' \
+	  "$(T1_CHALLENGE)" "$(T1_DEMO_SEEDS)" "$(T1_POOL_SEEDS)" "$(T1_VAL_SEEDS)" "$(T1_TEST_SEEDS)" "$(T1_SEEDS)" $(call T1_COUNT,$(T)/store) "$(T1_EM_BASE)" $(T1_EM_STEPS) $(T1_SFT_STEPS) $(T1_ITERS) $(T1_GROUP) $(T1_BATCH_TASKS) $(T1_TURNS) $(T1_EVAL_TURNS) $(T1_LR) $(T1_KL) $(T1_PENALTY) $(T1_B) $(T1_B8) $(T1_JOBS) > $(T)/table1.json.tmp
 	mv $(T)/table1.json.tmp $@
 
 # ---- the experience models' data: the offline store + the SFT policy's own real rollouts ---
