@@ -102,3 +102,15 @@ def test_bad_line_still_named_exactly(tmp_path, run_cli):
     code, _, err = run_cli("ingest", path, "--store", tmp_path / "S")
     assert code == 2 and f"{path}:3" in err and "field 'steps[1].done'" in err
     assert not Path(tmp_path / "S").exists()
+
+
+def test_encode_distinct_gives_the_same_vectors():
+    import numpy as np
+
+    from dreamgym_cli.store.embed import get_embedder
+    from dreamgym_cli.store.retrieval import encode_distinct
+
+    texts = ["task: a\naction: go north\nstate: hall", "task: b\naction: look\nstate: attic",
+             "task: a\naction: go north\nstate: hall"]
+    embedder = get_embedder()
+    assert np.allclose(encode_distinct(embedder, texts), embedder.encode(texts), atol=1e-6)
