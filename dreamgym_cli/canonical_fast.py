@@ -52,7 +52,7 @@ def read(path: Path, *, env: str | None, source: str | None) -> dict[str, Any] |
             table = pj.read_json(stream, read_options=pj.ReadOptions(block_size=block))
         return _convert(table, env, source)
     except (_NotFast, pa.ArrowException, InputError, KeyError, TypeError, ValueError,
-            OverflowError, AssertionError):
+            OverflowError, IndexError, AssertionError):
         return None  # the per-record reader decides (and names the line) — never a wrong row
 
 
@@ -210,8 +210,8 @@ def _episode_table(col: dict[str, pa.Array], ids, task_ids, envs, src, policy, l
     ends = np.cumsum(lengths.to_numpy(zero_copy_only=False))
     starts = ends - lengths.to_numpy(zero_copy_only=False)
     reward = steps.column("reward").combine_chunks()
-    sums = np.add.reduceat(pc.coalesce(reward, pa.scalar(0.0)).to_numpy(), starts) if len(reward) else \
-        np.zeros(n)
+    zero_filled = pc.coalesce(reward, pa.scalar(0.0)).to_numpy()
+    sums = np.add.reduceat(zero_filled, starts) if len(reward) else np.zeros(n)
     sums[starts == ends] = 0.0
     unknown = np.add.reduceat(reward.is_null().cast(pa.int8()).to_numpy(), starts) \
         if len(reward) else np.zeros(n)
@@ -276,7 +276,8 @@ def _lists(arr: pa.Array) -> pa.Array:
 
 def _bools(arr: pa.Array) -> pa.Array:
     return pc.if_else(arr.is_null(), pa.scalar("null"),
-                      pc.if_else(pc.coalesce(arr, pa.scalar(False)), pa.scalar("true"), pa.scalar("false")))
+                      pc.if_else(pc.coalesce(arr, pa.scalar(False)), pa.scalar("true"),
+                                 pa.scalar("false")))
 
 
 def step_hashes(cols: dict[str, pa.Array]) -> pa.Array:

@@ -477,7 +477,7 @@ def episode_to_json(task: dict, episode: dict, steps: list[dict]) -> dict[str, A
 def _step_json(step: dict) -> dict[str, Any]:
     out = {k: (_iso(v) if k == "created_at" else v) for k, v in step.items()
            if k not in EPISODE_FIELDS_IN_STEP and k not in ("content_hash", "metadata")}
-    if step.get("metadata") is not None:  # absent rather than null: files without it stay as they were
+    if step.get("metadata") is not None:  # absent, not null: files without it stay as they were
         out["metadata"] = json.loads(step["metadata"])
     return out
 

@@ -67,8 +67,9 @@ def test_agentgym_traj(tmp_path, run_cli):
     assert got[0]["state"].startswith("WebShop [SEP] Instruction: [SEP] red mug")
     assert [s["reward"] for s in got] == [None, None, 1.0]
     assert [s["success"] for s in got] == [False, False, True]
-    assert json.loads(got[0]["metadata"]) == {"format": "agentgym", "file": "agentgym_webshop.jsonl",
-                                              "line": 1, "record": {"item_id": "webshop_41"}}
+    assert json.loads(got[0]["metadata"]) == {
+        "format": "agentgym", "file": "agentgym_webshop.jsonl", "line": 1,
+        "record": {"item_id": "webshop_41"}}
     assert steps(tmp_path / "S", "webshop_42")[0]["success"] is None  # no outcome: unknown
 
 
