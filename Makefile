@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DG     := $(VENV)/bin/dreamgym
-EXTRAS ?= test,bench,serve,web,science,babyai,browser
+EXTRAS ?= test,bench,serve,web,science,babyai,browser,scale
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: venv test test-fast demo bench clean-demo help system-deps

@@ -158,6 +158,8 @@ def collect(
     epsilon: Optional[float] = typer.Option(None, help="mixed: probability of a random action."),
     max_steps: Optional[int] = typer.Option(None, help="Step limit (default: the task's own)."),
     workers: Optional[int] = typer.Option(None, help="Worker processes (default: CPU count)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Env workers as Ray actors: 'local' "
+                                      "starts Ray here, else a cluster address (e.g. 'auto')."),
     seed: Optional[int] = typer.Option(None, help="Seed for the random choices of the policy."),
     config: Optional[Path] = CONFIG_OPT,
     force: bool = FORCE_OPT,
@@ -169,7 +171,7 @@ def collect(
 
     c = cfg.build(stage.CollectConfig, config, tasks=tasks, out=out_path, policy=policy,
                   episodes_per_task=episodes_per_task, epsilon=epsilon, max_steps=max_steps,
-                  workers=workers, seed=seed, force=force)
+                  workers=workers, ray=ray, seed=seed, force=force)
     emit(stage.run(c), as_json, stage.render)
 
 
@@ -432,6 +434,7 @@ def train_agent(
     zero_variance_weight: Optional[float] = typer.Option(
         None, help=_help(_AGENT, "zero_variance_weight")),
     workers: Optional[int] = typer.Option(None, help=_help(_AGENT, "workers")),
+    ray: Optional[str] = typer.Option(None, "--ray", help=_help(_AGENT, "ray")),
     full: Optional[bool] = typer.Option(None, "--full/--lora", help=_help(_AGENT, "full")),
     seed: Optional[int] = typer.Option(None, help=_help(_AGENT, "seed")),
     resume: bool = typer.Option(False, "--resume", help=_help(_AGENT, "resume")),
@@ -460,7 +463,7 @@ def train_agent(
                   curriculum=curriculum, curriculum_every=curriculum_every, lambda_=lambda_,
                   seeds_per_round=seeds_per_round, candidates=candidates,
                   zero_variance_weight=zero_variance_weight, workers=workers,
-                  full=full, seed=seed, resume=resume or None, force=force or None)
+                  ray=ray, full=full, seed=seed, resume=resume or None, force=force or None)
     with step_progress(f"train-agent ({c.algo})", fmt=_rl_info) as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, _render_metrics("train-agent"))
@@ -477,6 +480,8 @@ def rollout(
     max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default 8)."),
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
     workers: Optional[int] = typer.Option(None, help="Real env worker processes (0: in process)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Env workers as Ray actors: 'local' "
+                                      "starts Ray here, else a cluster address (e.g. 'auto')."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
     config: Optional[Path] = CONFIG_OPT,
     as_json: bool = JSON_OPT,
@@ -489,7 +494,7 @@ def rollout(
     c = cfg.build(stage.RolloutConfig, config, policy=policy, tasks=tasks, store=store, env=env,
                   episodes_per_task=episodes_per_task,
                   max_steps_per_episode=max_steps_per_episode, temperature=temperature,
-                  workers=workers, seed=seed)
+                  workers=workers, ray=ray, seed=seed)
     with step_progress("rollout (turns)") as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, _render_metrics("rollout"))
@@ -507,6 +512,8 @@ def eval_policy(
     max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default: the "
                                                         "task's)."),
     workers: Optional[int] = typer.Option(None, help="Real env worker processes (0: in process)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Env workers as Ray actors: 'local' "
+                                      "starts Ray here, else a cluster address (e.g. 'auto')."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
     config: Optional[Path] = CONFIG_OPT,
     force: bool = FORCE_OPT,
@@ -519,8 +526,8 @@ def eval_policy(
 
     c = cfg.build(stage.EvalConfig, config, policy=policy, tasks=tasks, out=out_path, env=env,
                   episodes_per_task=episodes_per_task, greedy=greedy,
-                  max_steps_per_episode=max_steps_per_episode, workers=workers, seed=seed,
-                  force=force or None)
+                  max_steps_per_episode=max_steps_per_episode, workers=workers, ray=ray,
+                  seed=seed, force=force or None)
     with step_progress("eval (turns)") as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, stage.render)

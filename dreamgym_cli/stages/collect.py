@@ -45,6 +45,8 @@ class CollectConfig:
                                    f"(default {DEFAULT_EPSILON}).")
     max_steps: int | None = option(None, help="Step limit (default: the task's own).")
     workers: int | None = option(None, help="Worker processes (default: min(CPUs, episodes)).")
+    ray: str | None = option(None, help="Run the episodes on Ray actors: 'local' starts Ray "
+                             "here, else a cluster address (e.g. 'auto'); --workers actors.")
     seed: int | None = option(None, help="Seed for the random choices of the policy (default 0).")
     force: bool = option(False, help="Redo even if the output is up to date.")
 
@@ -195,8 +197,8 @@ def run(config: CollectConfig) -> dict[str, Any]:
     seed = 0 if config.seed is None else config.seed
     resolved = dict(to_dict(config), seed=seed,
                     epsilon=config.epsilon if config.epsilon is not None else DEFAULT_EPSILON)
-    # Worker count and --force do not change what is written.
-    key_config = {k: v for k, v in resolved.items() if k not in ("workers", "force")}
+    # Worker count, Ray and --force do not change what is written.
+    key_config = {k: v for k, v in resolved.items() if k not in ("workers", "force", "ray")}
     with artifacts.ArtifactRun("collect", config.out, resolved, inputs={"tasks": config.tasks},
                                kind="file", force=config.force,
                                fingerprint_config=key_config) as run_:
@@ -206,7 +208,7 @@ def run(config: CollectConfig) -> dict[str, Any]:
                     "seconds": round(time.perf_counter() - start, 3)}
         jobs = _jobs(tasks, policies, config, seed)
         try:
-            records = run_jobs(jobs, config.workers)
+            records = run_jobs(jobs, config.workers, ray=config.ray)
         except InputError as e:
             raise e.at(file=config.tasks) from None
         write_episodes(run_.tmp, records)
@@ -216,13 +218,20 @@ def run(config: CollectConfig) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 3)}
 
 
-def run_jobs(jobs: list[EpisodeJob], workers: int | None) -> list[tuple[dict, dict, list]]:
-    """Run every episode (in worker processes unless one worker); results in job order."""
+def run_jobs(jobs: list[EpisodeJob], workers: int | None, ray: str | None = None
+             ) -> list[tuple[dict, dict, list]]:
+    """Run every episode (in worker processes unless one worker, or on Ray actors when `ray`
+    names a cluster); results in job order."""
     from dreamgym_cli.ui import counter_progress
 
     n = min(workers or os.cpu_count() or 1, len(jobs)) or 1
     results: list[Any] = [None] * len(jobs)
     with counter_progress("episodes", total=len(jobs)) as advance:
+        if ray:
+            from dreamgym_cli.scale.ray_env import run_jobs as run_on_ray
+
+            return run_on_ray(run_episode, jobs, address=ray, workers=workers,
+                              cleanup=close_envs, on_result=lambda _: advance())
         if n == 1:
             try:
                 for i, job in enumerate(jobs):

@@ -32,6 +32,8 @@ class EvalConfig:
     greedy: bool = option(True, help="Greedy decoding (--sample: temperature 1).")
     max_steps_per_episode: int | None = option(None, help="Turn limit (default: the task's).")
     workers: int | None = option(None, help="Real env worker processes (0: in process).")
+    ray: str | None = option(None, help="Env workers as Ray actors: 'local' starts Ray here, "
+                             "else a cluster address (e.g. 'auto').")
     seed: int = option(0, help="Seed for sampling.")
     force: bool = option(False, help="Re-evaluate even if the report is up to date.")
 
@@ -96,7 +98,7 @@ def run(config: EvalConfig, progress=None) -> dict[str, Any]:
     with ArtifactRun("eval", config.out, to_dict(config), force=config.force,
                      inputs={"policy": config.policy, "tasks": config.tasks},
                      fingerprint_config={k: v for k, v in to_dict(config).items()
-                                         if k not in ("force", "workers")}) as run_:
+                                         if k not in ("force", "workers", "ray")}) as run_:
         if run_.up_to_date:
             return {"out": str(config.out), "skipped": True, **run_.previous["metrics"]}
         result, episodes = _evaluate(config, progress)
@@ -127,7 +129,8 @@ def _evaluate(config: EvalConfig, progress) -> tuple[dict[str, Any], list]:
                               max_new_tokens=settings.max_new_tokens,
                               temperature=0.0 if config.greedy else 1.0,
                               max_turns=config.max_steps_per_episode, seed=config.seed)
-    env = open_batch_env(env_name, max_steps=config.max_steps_per_episode, workers=config.workers)
+    env = open_batch_env(env_name, max_steps=config.max_steps_per_episode, workers=config.workers,
+                         ray=config.ray)
     try:
         episodes = run_rollouts(env, backend, tokenizer, tasks, rollout,
                                 group_size=config.episodes_per_task,

@@ -24,6 +24,8 @@ class RolloutConfig:
     max_steps_per_episode: int = option(8, help="Turns per episode before it counts as failed.")
     temperature: float = option(1.0, help="Sampling temperature (0: greedy).")
     workers: int | None = option(None, help="Real env worker processes (0: in process).")
+    ray: str | None = option(None, help="Env workers as Ray actors: 'local' starts Ray here, "
+                             "else a cluster address (e.g. 'auto').")
     seed: int = option(0, help="Seed for sampling.")
 
     def __post_init__(self):
@@ -53,7 +55,7 @@ def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
     model, tokenizer, settings = load_policy(config.policy)
     name = config.policy.resolve().name
     env = open_batch_env(env_name, max_steps=config.max_steps_per_episode, workers=config.workers,
-                         store=store, seed=config.seed, policy_name=name)
+                         store=store, seed=config.seed, policy_name=name, ray=config.ray)
     rollout = RolloutSettings(think=settings.think,
                               history_budget_tokens=settings.history_budget_tokens,
                               max_new_tokens=settings.max_new_tokens,

@@ -31,7 +31,7 @@ from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.errors import InputError
 
 ALGOS = ("sft", "grpo", "ppo")
-NOT_IN_FINGERPRINT = ("resume", "force", "checkpoint_every", "workers")
+NOT_IN_FINGERPRINT = ("resume", "force", "checkpoint_every", "workers", "ray")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +101,8 @@ class TrainAgentConfig:
     zero_variance_weight: float = option(0.1, help="Curriculum: draw weight of a task whose "
                                          "latest group had zero reward variance (others 1).")
     workers: int | None = option(None, help="Real env worker processes (0: in process).")
+    ray: str | None = option(None, help="Env workers as Ray actors: 'local' starts Ray here, "
+                             "else a cluster address (e.g. 'auto').")
     full: bool = option(False, help="Pretrained base: train all weights instead of LoRA.")
     lora_r: int = option(16, help="LoRA rank (pretrained bases).")
     lora_alpha: int = option(32, help="LoRA alpha (pretrained bases).")

@@ -85,7 +85,8 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     env = open_batch_env(env_name, max_steps=config.max_steps_per_episode,
                          workers=config.workers, store=store, seed=config.seed,
                          policy_name=policy_name(config),
-                         retrieve_synthetic=config.retrieve_synthetic)
+                         retrieve_synthetic=config.retrieve_synthetic,
+                         ray=config.ray)
     validation = None
     try:
         torch.manual_seed(config.seed)
@@ -136,7 +137,8 @@ class _Validator:
         turns = config.eval_turns or config.max_steps_per_episode
         from dreamgym_cli.rl.rollout import open_batch_env
 
-        self.env = open_batch_env(name, max_steps=turns, workers=config.workers)
+        self.env = open_batch_env(name, max_steps=turns, workers=config.workers,
+                                  ray=config.ray)
         self.learner = learner
         self.settings = dataclasses.replace(rollout, temperature=0.0, max_turns=turns)
 
