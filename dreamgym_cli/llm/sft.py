@@ -106,11 +106,14 @@ def _schedule(step: int, total: int, warmup: int) -> float:
 
 def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Sequence[dict],
           settings: SFTSettings, *, checkpoint_dir: Path | None = None, resume: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int, dict], None] | None = None,
+          dist=None) -> dict[str, Any]:
     """Train in place; returns metrics {train/loss (last), eval/loss, steps, curve, seconds}.
 
     Checkpoints (model + optimizer + step + RNG) go to `checkpoint_dir/last` every
     `checkpoint_every` steps; `resume=True` continues from there with the same batch order.
+    dist: a `scale.distributed.Dist` under `accelerate launch`: each rank trains on its share of
+    every batch (same losses as one process) and only rank 0 writes checkpoints.
     """
     if not train_examples:
         raise ValueError("no training examples")
@@ -125,19 +128,27 @@ def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Seque
     start, curve = 0, []
     if resume and checkpoint_dir is not None and (checkpoint_dir / "last").is_dir():
         start, curve = _load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler)
+    wrapped = model if dist is None else dist.prepare(model)
     model.train()
     t0 = time.perf_counter()
     eval_loss = None
     for step in range(start, total):
-        batch = collate([train_examples[i] for i in order[step]], pad_id)
-        loss = completion_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if dist is None:
+            batch = collate([train_examples[i] for i in order[step]], pad_id)
+            loss = completion_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loss_value = loss.detach().item()
+        else:
+            from dreamgym_cli.scale.distributed import sft_step
+
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = sft_step(dist, wrapped, [train_examples[i] for i in order[step]], pad_id)
         if settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
         scheduler.step()
-        point = {"step": step + 1, "train/loss": loss.detach().item(), "lr": scheduler.get_last_lr()[0]}
+        point = {"step": step + 1, "train/loss": loss_value, "lr": scheduler.get_last_lr()[0]}
         if settings.eval_every and ((step + 1) % settings.eval_every == 0 or step + 1 == total):
             eval_loss = evaluate_loss(model, eval_examples, pad_id, settings.batch_size)
             point["eval/loss"] = eval_loss
@@ -146,7 +157,11 @@ def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Seque
             progress(step + 1, total, point)
         if checkpoint_dir is not None and settings.checkpoint_every and \
                 (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
-            _save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, step + 1, curve)
+            if dist is None or dist.is_main:
+                _save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, step + 1,
+                                 curve)
+            if dist is not None:
+                dist.wait()
     return {
         "train/loss": curve[-1]["train/loss"] if curve else None,
         "eval/loss": eval_loss,

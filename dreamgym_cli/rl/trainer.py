@@ -249,10 +249,12 @@ def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSe
 
 
 def _micro_loss(learner: Learner, chunk: list[Sample], settings: RLSettings,
-                weight: float) -> dict[str, float]:
-    """Backward of one micro-batch's share of the mini-batch loss; its metrics (unweighted)."""
+                weight: float, wrapped: tuple | None = None) -> dict[str, float]:
+    """Backward of one micro-batch's share of the mini-batch loss; its metrics (unweighted).
+    wrapped: (model, value head) wrappers (DDP) to run the forward through."""
     batch = collate_turns([s.turn for s in chunk], learner.pad_id)
-    out = forward_turns(learner.model, batch, value_head=learner.value_head,
+    model, head = wrapped or (learner.model, learner.value_head)
+    out = forward_turns(model, batch, value_head=head,
                         entropy=settings.entropy_coef > 0, temperature=settings.temperature,
                         detach_value=settings.value_detach)
     mask = batch.answer_mask
@@ -287,10 +289,18 @@ def _micro_loss(learner: Learner, chunk: list[Sample], settings: RLSettings,
 
 
 def update_policy(learner: Learner, samples: list[Sample], settings: RLSettings,
-                  rng: random.Random) -> dict[str, float]:
-    """`ppo_epochs` passes over the samples in `mini_batches` optimizer steps each."""
+                  rng: random.Random, dist=None) -> dict[str, float]:
+    """`ppo_epochs` passes over the samples in `mini_batches` optimizer steps each.
+
+    dist: a `scale.distributed.Dist` under `accelerate launch`: every rank holds the same
+    samples and runs its share of each mini-batch's micro-batches through DDP (the same update
+    and metrics as one process)."""
     if not samples:
         return {}
+    if dist is not None:
+        from dreamgym_cli.scale.distributed import micro_batches, reduce_metrics, wrap_learner
+
+        wrapped = wrap_learner(dist, learner)
     learner.model.train()
     totals: dict[str, list[tuple[float, float]]] = {}
     params = learner.parameters()
@@ -302,11 +312,18 @@ def update_policy(learner: Learner, samples: list[Sample], settings: RLSettings,
             mini = [samples[i] for i in order[start:start + size]]
             tokens = sum(len(s.turn.token_ids) for s in mini)
             learner.optimizer.zero_grad(set_to_none=True)
-            for m in range(0, len(mini), settings.micro_batch_turns):
-                chunk = mini[m:m + settings.micro_batch_turns]
-                weight = sum(len(s.turn.token_ids) for s in chunk) / max(tokens, 1)
-                for k, v in _micro_loss(learner, chunk, settings, weight).items():
-                    totals.setdefault(k, []).append((v, weight))
+            if dist is not None:  # this rank's micro-batches; DDP sums them over ranks
+                for chunk, real in micro_batches(dist, mini, settings.micro_batch_turns):
+                    weight = sum(len(s.turn.token_ids) for s in chunk) / max(tokens, 1) * real
+                    for k, v in _micro_loss(learner, chunk, settings, weight * dist.world,
+                                            wrapped).items():
+                        totals.setdefault(k, []).append((v, weight))
+            else:
+                for m in range(0, len(mini), settings.micro_batch_turns):
+                    chunk = mini[m:m + settings.micro_batch_turns]
+                    weight = sum(len(s.turn.token_ids) for s in chunk) / max(tokens, 1)
+                    for k, v in _micro_loss(learner, chunk, settings, weight).items():
+                        totals.setdefault(k, []).append((v, weight))
             norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip or float("inf"))
             totals.setdefault("train/grad_norm", []).append((float(norm), 1.0))
             factor = warmup_factor(learner.updates, settings.warmup_steps)
@@ -317,6 +334,8 @@ def update_policy(learner: Learner, samples: list[Sample], settings: RLSettings,
             learner.optimizer.step()
             learner.updates += 1
     learner.model.eval()
+    if dist is not None:
+        totals = reduce_metrics(dist, totals)
     return {k: sum(v * w for v, w in pairs) / max(sum(w for _, w in pairs), 1e-12)
             for k, pairs in totals.items()}
 

@@ -1,0 +1,142 @@
+"""Multi-process training under `accelerate launch` (DDP through accelerate's `Accelerator`).
+
+    accelerate launch --multi_gpu --num_processes 2 $(which dreamgym) train-em ...   # 2 processes
+
+(on a CPU-only machine the same command runs 2 gloo processes; FSDP/DeepSpeed come from an
+`accelerate config` file, see docs/scale.md). Without a launcher (`WORLD_SIZE` unset or 1)
+`current()` is None and every stage runs its single-process code unchanged.
+
+The global batch is what a 1-process run would use; each rank takes its share of the examples
+(rank r: items r, r+W, ...). Losses are token sums divided by the GLOBAL token count and
+multiplied by W (DDP averages gradients over ranks), so the synced gradient — and every step's
+loss — is the 1-process one up to float summation order. Only rank 0 writes checkpoints,
+models and manifests; the others train and wait.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+_CURRENT: "Dist | None" = None
+
+
+def launched() -> bool:
+    """True in a process started by `accelerate launch`/torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def current() -> "Dist | None":
+    """The process group of this launch (created once), or None in a plain single process."""
+    global _CURRENT
+    if _CURRENT is None and launched():
+        _CURRENT = Dist()
+    return _CURRENT
+
+
+class Dist:
+    """This process's place in the launch and the few collectives the trainers need."""
+
+    def __init__(self):
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.rank = self.accelerator.process_index
+        self.world = self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        self.device = self.accelerator.device
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The DDP (or FSDP/DeepSpeed, per the accelerate config) wrapper of `module`."""
+        return self.accelerator.prepare_model(module)
+
+    def share(self, items: Sequence[Any]) -> list[Any]:
+        """This rank's share of a global batch: items rank, rank + world, ..."""
+        return list(items[self.rank::self.world])
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sum over ranks (float64)."""
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        return self.accelerator.reduce(t, reduction="sum").tolist()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (picklable objects)."""
+        from accelerate.utils import broadcast_object_list
+
+        box = [obj]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def wait(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+
+# ---- supervised (SFT / experience model) -------------------------------------------------------
+
+
+def completion_tokens(example: dict[str, list[int]]) -> int:
+    """Completion tokens that `completion_loss` counts in this example (labels after shifting)."""
+    from dreamgym_cli.llm.sft import IGNORE
+
+    return sum(1 for label in example["labels"][1:] if label != IGNORE)
+
+
+def sft_step(dist: Dist, wrapped, examples: Sequence[dict], pad_id: int) -> float:
+    """Backward of this rank's share of one global batch; the global batch's mean loss.
+
+    Same value and gradient as `loss = completion_loss(model, collate(examples)); loss.backward()`
+    in one process: sum of token losses / global completion tokens, times world size (DDP
+    averages). A rank with no example of this batch still joins the gradient all-reduce.
+    """
+    from dreamgym_cli.llm.sft import IGNORE, collate
+
+    total = sum(completion_tokens(e) for e in examples)
+    mine = dist.share(examples) or list(examples[:1])
+    scale = dist.world / max(total, 1) if dist.share(examples) else 0.0
+    batch = {k: v.to(dist.device) for k, v in collate(mine, pad_id).items()}
+    logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    token_sum = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
+        ignore_index=IGNORE, reduction="sum")
+    (token_sum * scale).backward()
+    local = float(token_sum.detach()) if scale else 0.0
+    return dist.sum([local])[0] / max(total, 1)
+
+
+# ---- the RL update -----------------------------------------------------------------------------
+
+
+def micro_batches(dist: Dist, mini: Sequence[Any], micro: int) -> list[tuple[list[Any], bool]]:
+    """This rank's micro-batches of a mini-batch: (chunk, real). Chunks are dealt round-robin;
+    a rank short of chunks gets zero-weight repeats (real=False) so that every rank runs the
+    same number of backward passes (each one is a DDP all-reduce)."""
+    chunks = [list(mini[m:m + micro]) for m in range(0, len(mini), micro)]
+    rounds = -(-len(chunks) // dist.world)
+    mine = chunks[dist.rank::dist.world]
+    return [(c, True) for c in mine] + [(chunks[0], False)] * (rounds - len(mine))
+
+
+def reduce_metrics(dist: Dist, totals: dict[str, list[tuple[float, float]]]
+                   ) -> dict[str, list[tuple[float, float]]]:
+    """Per-key (Σ value·weight, Σ weight) over ranks, as one (value, weight) pair per key."""
+    keys = sorted(totals)
+    sums = dist.sum([sum(v * w for v, w in totals[k]) for k in keys] +
+                    [sum(w for _, w in totals[k]) for k in keys])
+    n = len(keys)
+    return {k: [(sums[i] / sums[n + i] if sums[n + i] else 0.0, sums[n + i])]
+            for i, k in enumerate(keys)}
+
+
+def wrap_learner(dist: Dist, learner) -> tuple[Any, Any]:
+    """(model, value head) DDP wrappers of a learner's modules, made once per learner."""
+    key = id(learner)
+    if _WRAPPED.get(key, (None,))[0] is not learner:
+        head = None if learner.value_head is None else dist.prepare(learner.value_head)
+        _WRAPPED[key] = (learner, dist.prepare(learner.model), head)
+    return _WRAPPED[key][1:]
+
+
+_WRAPPED: dict[int, tuple] = {}
