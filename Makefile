@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DG     := $(VENV)/bin/dreamgym
-EXTRAS ?= test,bench,serve,web,science,babyai,browser,scale
+EXTRAS ?= test,bench,serve,web,science,babyai,browser,alfworld,scale
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: venv test test-fast demo bench clean-demo help system-deps
@@ -18,25 +18,29 @@ help:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# system-deps first: the alfworld extra compiles C++ (fast-downward-textworld)
+$(STAMP): pyproject.toml | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	# fast-downward-textworld's setup.py runs `python build.py`: `python` must be the venv's
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 # Debian packages: chromium + chromium-driver for MiniWoB++ (the `web` extra), a Java runtime for
-# ScienceWorld; nothing when already there.
+# ScienceWorld, cmake + g++ to compile ALFWorld's engine (the `alfworld` extra); nothing when
+# already there.
 SYSTEM_PKGS = $(if $(wildcard /usr/bin/chromium),,chromium) \
               $(if $(wildcard /usr/bin/chromedriver),,chromium-driver) \
-              $(if $(shell command -v java),,default-jre-headless)
+              $(if $(shell command -v java),,default-jre-headless) \
+              $(if $(shell command -v cmake),,cmake) $(if $(shell command -v g++),,g++)
 system-deps:
 	@if [ -z "$(strip $(SYSTEM_PKGS))" ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $(strip $(SYSTEM_PKGS)); \
-	else echo "the web/science tests need: apt-get install $(strip $(SYSTEM_PKGS)) (as root)"; fi
+	else echo "the web/science/alfworld tests need: apt-get install $(strip $(SYSTEM_PKGS)) (as root)"; fi
 
 test: venv system-deps
 	# two xdist workers on two cores: one thread each (oversubscribed OpenMP threads spin and crawl)

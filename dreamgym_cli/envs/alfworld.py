@@ -1,17 +1,20 @@
-"""ALFWorld's text games: `--env alfworld --data DIR` (or `$ALFWORLD_DATA`), the user's json data.
+"""ALFWorld's text games on ALFWorld's own engine: the user's json data or dreamgym's own games.
 
 ALFWorld ships its games as directories `json_2.1.1/<split>/<task>/<trial>/` holding
 `traj_data.json` (the ALFRED trajectory: task type, annotations) and `game.tw-pddl` (a TextWorld
 PDDL game, JSON with `pddl_domain`, `pddl_problem`, `grammar`, `solvable`). The games are played
-the way ALFWorld's `AlfredTWEnv` plays them: `textworld.gym` with ALFWorld's `AlfredDemangler`
-and `AlfredInfos` wrappers, which needs the `alfworld` package (and TextWorld's PDDL engine,
-`fast-downward-textworld`). Tasks are the solvable games of a split in sorted path order; seed N is
-the N-th. The state is `Feedback:` (after a step), `Observation:` and `Actions:` lines; reward 1 and
-success when ALFWorld says `won`.
+the way ALFWorld's `AlfredTWEnv` plays them: `textworld.gym` with ALFWorld's `AlfredDemangler`,
+`AlfredInfos` and `AlfredExpert` wrappers, on TextWorld's PDDL engine (`fast-downward-textworld`,
+compiled by `pip install -e '.[alfworld]'`; see the Makefile).
 
-Not testable here: `fast-downward-textworld` does not build in this environment, so no ALFWorld
-game can be played; the tests cover the data checks and task listing on files written in
-ALFWorld's layout.
+Which games: `--data DIR` or `$ALFWORLD_DATA` (the user's ALFWorld data) when given, else the 24
+games dreamgym authors itself in the same format (`envs.alfworld_games`: the six task types in
+every split), generated once into `$DREAMGYM_HOME/games/alfworld/`. Tasks are the solvable games of
+a split in sorted path order; seed N is the N-th. A task's spec names its game and the data
+directory it came from, so later stages need no flag. The state is `Observation:` (at reset) or
+`Feedback:` (after a step) and `Actions:` lines; reward 1 and success when ALFWorld says `won`.
+The expert is ALFWorld's planner expert (`AlfredExpert` of type `planner`): TextWorld's
+`policy_commands`, a Fast Downward plan from the current state, so it recovers from any move.
 """
 
 from __future__ import annotations
@@ -30,15 +33,23 @@ SPLITS = {"train": "train", "valid": "valid_seen", "test": "valid_unseen"}  # ou
 LAYOUT = "json_2.1.1/<train|valid_seen|valid_unseen>/<task>/<trial>/{traj_data.json,game.tw-pddl}"
 
 
-def data_dir(data: str | Path | None = None) -> Path:
-    """The ALFWorld data directory: `data`, else $ALFWORLD_DATA; InputError when missing."""
+BUILTIN = "dreamgym"  # spec["games"] of the games dreamgym generates (envs.alfworld_games)
+
+
+def data_dir(data: str | Path | None = None) -> Path | None:
+    """The user's ALFWorld data directory (`data`, else $ALFWORLD_DATA), or None for ours.
+
+    Importing `alfworld` sets $ALFWORLD_DATA to its cache (~/.cache/alfworld) when unset, so a
+    $ALFWORLD_DATA without json_2.1.1/ in it means "no user data"; a `data` argument must have it.
+    """
     value = data or os.environ.get("ALFWORLD_DATA")
     if not value:
-        raise InputError("ALFWorld needs its json data: pass --data DIR or set ALFWORLD_DATA "
-                         f"(the directory holding {LAYOUT.split('/')[0]}/)", field="data")
+        return None
     path = Path(value).expanduser()
     if not path.is_dir():
         raise InputError("ALFWorld data directory not found", file=path, field="data")
+    if not data and not (path / "json_2.1.1").is_dir():
+        return None
     return path
 
 
@@ -73,8 +84,15 @@ def game_instruction(game: Path) -> str:
 
 
 def make_tasks(seeds: list[int], split: str = "train", data: str | Path | None = None,
-               max_steps: int | None = None) -> list[Task]:
+               max_steps: int | None = None, games_dir: Path | None = None) -> list[Task]:
+    """Tasks for the user's data (`data`/$ALFWORLD_DATA) or else dreamgym's own games (generated
+    into `games_dir`, default $DREAMGYM_HOME/games, when missing)."""
     root = data_dir(data)
+    source = "user"
+    if root is None:
+        from dreamgym_cli.envs.alfworld_games import ensure_builtin_games
+
+        root, source = ensure_builtin_games(games_dir), BUILTIN
     games = game_files(root, split)
     tasks = []
     for seed in seeds:
@@ -82,7 +100,8 @@ def make_tasks(seeds: list[int], split: str = "train", data: str | Path | None =
             raise InputError(f"seed {seed} is out of range: split {split!r} has {len(games)} "
                              f"games (0-{len(games) - 1})", field="seeds")
         rel = games[seed].relative_to(root).as_posix()
-        spec: dict[str, Any] = {"game": rel, **({"max_steps": max_steps} if max_steps else {})}
+        spec: dict[str, Any] = {"game": rel, "data": str(root.resolve()), "games": source,
+                                **({"max_steps": max_steps} if max_steps else {})}
         tasks.append(Task(task_id=f"alfworld/{Path(rel).parent.as_posix()}", env=ENV_NAME,
                           instruction=game_instruction(games[seed]), spec=spec, split=split))
     return tasks
@@ -98,29 +117,50 @@ class AlfWorldEnv:
 
     def __init__(self, data: str | Path | None = None, max_steps: int | None = None,
                  **_ignored: Any):
-        self.root = data_dir(data)  # a clear error before any work
+        self.root = data_dir(data)  # a clear error before any work; None: the task's own data
         self.max_steps = max_steps
         self._gym, self._t, self._limit, self._done = None, 0, 50, True
         self._info: dict = {}
 
+    def game_path(self, task: Task) -> Path:
+        """The task's game file: under its spec's data directory, else under `data`/
+        $ALFWORLD_DATA; dreamgym's own games are regenerated when their directory is gone."""
+        rel = str(task.spec.get("game", ""))
+        roots = [Path(task.spec["data"])] if task.spec.get("data") else []
+        roots += [self.root] if self.root else []
+        if task.spec.get("games") == BUILTIN:
+            from dreamgym_cli.envs.alfworld_games import ensure_builtin_games
+
+            if not any((root / rel).is_file() for root in roots):
+                roots.append(ensure_builtin_games())
+        for root in roots:
+            if rel and (root / rel).is_file():
+                return root / rel
+        if not roots:
+            raise InputError("the task names no ALFWorld data directory: pass --data DIR or set "
+                             "ALFWORLD_DATA", field="data")
+        raise InputError("ALFWorld game not found under the data directory",
+                         file=roots[0] / rel, field="spec.game")
+
     def reset(self, task: Task) -> Observation:
         try:
             import textworld.gym
-            from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+            from alfworld.agents.environment.alfred_tw_env import (
+                AlfredDemangler, AlfredExpert, AlfredExpertType, AlfredInfos,
+            )
         except ImportError:
-            raise InputError("playing ALFWorld needs the alfworld package (pip install "
-                             "alfworld; its PDDL engine fast-downward-textworld must build)",
+            raise InputError("playing ALFWorld needs the alfworld extra: pip install -e "
+                             "'.[alfworld]' (it compiles fast-downward-textworld)",
                              field="env") from None
-        game = self.root / str(task.spec.get("game", ""))
-        if not game.is_file():
-            raise InputError("ALFWorld game not found under the data directory", file=game,
-                             field="spec.game")
+        game = self.game_path(task)
         from textworld import EnvInfos
 
         self.close()
         infos = EnvInfos(won=True, admissible_commands=True, extras=["gamefile", "expert_plan"])
+        wrappers = [AlfredDemangler(), AlfredInfos,
+                    AlfredExpert(expert_type=AlfredExpertType.PLANNER)]
         env_id = textworld.gym.register_game(str(game), infos, max_episode_steps=10_000,
-                                             wrappers=[AlfredDemangler(), AlfredInfos])
+                                             wrappers=wrappers)
         self._gym = textworld.gym.make(env_id)
         obs, info = self._gym.reset()
         self._t, self._done = 0, False
@@ -142,6 +182,7 @@ class AlfWorldEnv:
                           1.0 if won else 0.0, self._done, won, {"truncated": truncated})
 
     def expert_action(self) -> str | None:
+        """The first command of ALFWorld's planner expert's plan from the current state."""
         plan = self._info.get("extra.expert_plan") if self._gym else None
         return plan[0] if plan else None
 
@@ -152,5 +193,5 @@ class AlfWorldEnv:
 
 
 def make(**kwargs: Any) -> AlfWorldEnv:
-    """The registry's factory for `alfworld` (`data=` or $ALFWORLD_DATA)."""
+    """The registry's factory for `alfworld` (`data=` or $ALFWORLD_DATA, else the task's data)."""
     return AlfWorldEnv(**kwargs)

@@ -35,7 +35,7 @@ SUITE_ENVS = {
     "scienceworld": "dreamgym_cli.envs.scienceworld",
     "babyai": "dreamgym_cli.envs.babyai",
 }
-TASK_ENVS = ("textworld", *SUITE_ENVS)
+TASK_ENVS = ("textworld", "alfworld", *SUITE_ENVS)
 MAX_SEEDS = 100_000
 
 
@@ -109,6 +109,8 @@ def make(config: MakeConfig) -> dict[str, Any]:
         return _make_suite(config)
     if config.env.startswith("agentgym:"):
         return _make_agentgym(config)
+    if config.env == "alfworld":
+        return _make_alfworld(config)
     start = time.perf_counter()
     if config.suite:
         raise InputError("--suite is for suite-based envs (miniwob, ...); TextWorld uses "
@@ -227,10 +229,47 @@ def _make_agentgym(config: MakeConfig) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 3)}
 
 
+def _make_alfworld(config: MakeConfig) -> dict[str, Any]:
+    """ALFWorld tasks: games of the user's $ALFWORLD_DATA, else dreamgym's own ALFWorld games
+    (generated into --data-dir/alfworld/ on first use); seed N is the split's N-th game."""
+    import os
+
+    from dreamgym_cli.envs.alfworld import make_tasks
+    from dreamgym_cli.trajectories import write_tasks
+
+    if config.suite or config.challenge or config.settings:
+        raise InputError("ALFWorld takes --seeds and --split (its games: $ALFWORLD_DATA, else "
+                         "dreamgym's own)", field="suite" if config.suite else "challenge")
+    start = time.perf_counter()
+    user_data = os.environ.get("ALFWORLD_DATA") or None
+    resolved = dict(to_dict(config), alfworld_data=user_data)
+    key_config = {k: v for k, v in resolved.items() if k != "force"}
+    summary = {"out": str(config.out), "env": config.env, "split": config.split,
+               "games": "user" if user_data else "dreamgym"}
+    with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
+                               force=config.force, fingerprint_config=key_config) as run:
+        if run.up_to_date:
+            return {**summary, **run.previous.get("metrics", {}), "skipped": True,
+                    "seconds": round(time.perf_counter() - start, 3)}
+        tasks = make_tasks(parse_seeds(config.seeds), config.split, user_data, config.max_steps,
+                           Path(config.data_dir).expanduser() if config.data_dir else None)
+        write_tasks(run.tmp, tasks)
+        metrics = {"count": len(tasks), "data": tasks[0].spec["data"] if tasks else None}
+        run.commit(metrics=metrics)
+    return {**summary, **metrics, "skipped": False,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
 def render_make(result: dict[str, Any]) -> None:
     from rich.console import Console
 
     verb = "up to date" if result.get("skipped") else "wrote"
+    if result.get("env") == "alfworld":
+        Console().print(
+            f"{verb} [bold]{result['out']}[/]: {result['count']} alfworld tasks "
+            f"({result['games']} games in {result['data']}; split {result['split']}) "
+            f"in {result['seconds']:.1f}s", highlight=False, soft_wrap=True)
+        return
     if "suite" in result:
         Console().print(
             f"{verb} [bold]{result['out']}[/]: {result['count']} {result['env']} tasks "
