@@ -80,3 +80,43 @@ def test_the_rl_update_on_two_gloo_processes_equals_one_process(tmp_path):
         for key in a:
             assert _close(a[key], b[key]), (key, a[key], b[key])
     assert all(_close(a, b) for a, b in zip(one["weights"], two["weights"]))
+
+
+# ---- the stages through the real CLI, launched by accelerate -----------------------------------
+
+from tests.agent_fixtures import agent_workdir, one_thread  # noqa: E402, F401
+from tests.tw_fixtures import tw_games, tw_simple_file  # noqa: E402, F401
+
+DREAMGYM = Path(sys.executable).parent / "dreamgym"
+
+
+@pytest.mark.parametrize("stage", ["train-em", "train-agent-sft"])
+def test_stage_under_accelerate_launch_writes_once_with_the_one_process_losses(
+        stage, agent_workdir, tmp_path):  # noqa: F811
+    from dreamgym_cli.artifacts import read_manifest
+
+    store = agent_workdir / "S"
+    args = (["train-em", "--retrieval-k", "0", "--max-length", "256"] if stage == "train-em"
+            else ["train-agent", "--algo", "sft", "--max-new-tokens", "16"])
+    args += ["--store", store, "--base", "tiny:1m", "--max-steps", "3", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    for name, prefix in (("one", [str(DREAMGYM)]), ("two", LAUNCH + [str(DREAMGYM)])):
+        run = subprocess.run(prefix + [str(a) for a in args] + ["--out", str(tmp_path / name)],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert run.returncode == 0, run.stderr[-4000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no temp, no checkpoint
+    one, two = read_manifest(tmp_path / "one"), read_manifest(tmp_path / "two")
+    curve_one, curve_two = one["curve"], two["curve"]
+    assert len(curve_one) == len(curve_two) == 3
+    for a, b in zip(curve_one, curve_two):
+        assert _close(a["train/loss"], b["train/loss"]), (a, b)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "one").iterdir())
+    # a second launch finds the manifest on every rank and skips
+    run = subprocess.run(LAUNCH + [str(DREAMGYM)] + [str(a) for a in args] +
+                         ["--out", str(tmp_path / "two"), "--json"], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert [json.loads(line)["skipped"] for line in run.stdout.splitlines()
+            if line.startswith("{")] == [True, True]

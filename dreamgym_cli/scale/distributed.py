@@ -140,3 +140,26 @@ def wrap_learner(dist: Dist, learner) -> tuple[Any, Any]:
 
 
 _WRAPPED: dict[int, tuple] = {}
+
+
+# ---- stages: rank 0 writes, the others train ----------------------------------------------------
+
+
+def follow(run_, work) -> dict | None:
+    """On a rank other than 0: take part in the training (`work(None)`: no output dir) and write
+    nothing; the stage's result for this rank. None on rank 0 and in a plain single process,
+    where the stage goes on to train and publish its artifact as usual."""
+    dist = current()
+    if dist is None or dist.is_main:
+        return None
+    if run_.up_to_date:  # rank 0 sees the same manifest and skips too
+        return {"out": str(run_.out), "skipped": True, "rank": dist.rank}
+    work(None)
+    dist.wait()
+    return {"out": str(run_.out), "skipped": False, "rank": dist.rank}
+
+
+def done() -> None:
+    """Rank 0 after publishing: release the ranks waiting in `follow`."""
+    if current() is not None:
+        current().wait()

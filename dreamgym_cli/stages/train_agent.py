@@ -164,21 +164,32 @@ def run(config: TrainAgentConfig, progress=None) -> dict[str, Any]:
     for name, path in inputs.items():
         if not Path(path).exists():
             raise InputError("not found", file=path, field=name)
+    from dreamgym_cli.scale import distributed
+
     full_config = to_dict(config)
-    with ArtifactRun("train-agent", config.out, full_config, inputs=inputs, force=config.force,
-                     fingerprint_config={k: v for k, v in full_config.items()
-                                         if k not in NOT_IN_FINGERPRINT}) as run_:
+    run_ = ArtifactRun("train-agent", config.out, full_config, inputs=inputs, force=config.force,
+                       fingerprint_config={k: v for k, v in full_config.items()
+                                           if k not in NOT_IN_FINGERPRINT})
+    if distributed.launched() and config.algo != "sft":
+        raise InputError("under `accelerate launch` train-agent runs --algo sft; grpo/ppo run in "
+                         "one process (docs/scale.md)", field="algo")
+    # under `accelerate launch`: ranks > 0 train their share and write nothing
+    from dreamgym_cli.stages.train_agent_sft import train_sft
+
+    followed = distributed.follow(run_, lambda out: train_sft(config, out, None))
+    if followed is not None:
+        return followed
+    with run_:
         if run_.up_to_date:
             return {"out": str(config.out), "skipped": True, **run_.previous["metrics"]}
         if config.algo == "sft":
-            from dreamgym_cli.stages.train_agent_sft import train_sft
-
             metrics, extra = train_sft(config, run_.tmp, progress)
         else:
             from dreamgym_cli.stages.train_agent_rl import train_rl
 
             metrics, extra = train_rl(config, run_.tmp, progress)
         manifest = run_.commit(metrics=metrics, extra=extra)
+    distributed.done()
     return {"out": str(config.out), "skipped": False, **manifest["metrics"]}
 
 

@@ -140,9 +140,13 @@ def train_sft(config, out_dir: Path, progress) -> tuple[dict, dict]:
                                    max_steps=config.max_steps, seed=config.seed,
                                    eval_every=max(1, config.max_steps or 50),
                                    checkpoint_every=100)
+    from dreamgym_cli.scale.distributed import current
+
     metrics = sft.train(model, tokenizer, examples["train"], examples["heldout"], sft_settings,
                         checkpoint_dir=checkpoint_dir(config), resume=config.resume,
-                        progress=progress)
+                        progress=progress, dist=current())
+    if out_dir is None:  # a rank > 0 of a multi-process launch: rank 0 saves
+        return metrics, {}
     save_policy(model, tokenizer, out_dir, settings)
     remove_checkpoints(config)
     curve = metrics.pop("curve")

@@ -104,21 +104,30 @@ def load_real_episodes(store) -> list[tuple[dict, dict, list[dict]]]:
 def run(config: TrainEMConfig, progress=None) -> dict[str, Any]:
     from dreamgym_cli.store import ReplayStore
 
+    from dreamgym_cli.scale import distributed
+
     store = ReplayStore.open(config.store)
-    with ArtifactRun("train-em", config.out, to_dict(config), inputs={"store": config.store},
-                     fingerprint_config={k: v for k, v in to_dict(config).items()
-                                         if k not in ("resume", "force", "eval_every",
-                                                      "checkpoint_every")},
-                     force=config.force) as run_:
+    run_ = ArtifactRun("train-em", config.out, to_dict(config), inputs={"store": config.store},
+                       fingerprint_config={k: v for k, v in to_dict(config).items()
+                                           if k not in ("resume", "force", "eval_every",
+                                                        "checkpoint_every")},
+                       force=config.force)
+    # under `accelerate launch`: ranks > 0 train their share and write nothing
+    followed = distributed.follow(run_, lambda out: _train(store, config, out, None))
+    if followed is not None:
+        return followed
+    with run_:
         if run_.up_to_date:
             return {"out": str(config.out), "skipped": True, **run_.previous["metrics"]}
         metrics = _train(store, config, run_.tmp, progress)
         manifest = run_.commit(metrics={k: v for k, v in metrics.items() if k != "curve"},
                                extra={"curve": metrics["curve"]})
+    distributed.done()
     return {"out": str(config.out), "skipped": False, **manifest["metrics"]}
 
 
-def _train(store, config: TrainEMConfig, out_dir: Path, progress) -> dict[str, Any]:
+def _train(store, config: TrainEMConfig, out_dir: Path | None, progress) -> dict[str, Any]:
+    """Train; save into out_dir (None: a rank > 0 of a multi-process launch, which saves nothing)."""
     from dreamgym_cli.curriculum.variation import task_generation_pairs
     from dreamgym_cli.experience.examples import (EMSettings, build_pairs, corpus_texts,
                                                   retrieve_for, transitions_from_episodes)
@@ -165,8 +174,13 @@ def _train(store, config: TrainEMConfig, out_dir: Path, progress) -> dict[str, A
                                    eval_every=config.eval_every,
                                    checkpoint_every=config.checkpoint_every)
     checkpoints = config.out.with_name(f".{config.out.name}.checkpoints")
+    from dreamgym_cli.scale.distributed import current
+
     metrics = sft.train(model, tokenizer, examples["train"], examples["heldout"], sft_settings,
-                        checkpoint_dir=checkpoints, resume=config.resume, progress=progress)
+                        checkpoint_dir=checkpoints, resume=config.resume, progress=progress,
+                        dist=current())
+    if out_dir is None:
+        return metrics
     save_model(model, tokenizer, out_dir)
     settings.save(out_dir)
     shutil.rmtree(checkpoints, ignore_errors=True)
