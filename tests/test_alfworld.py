@@ -218,7 +218,7 @@ def test_pipeline_on_builtin_games(run_cli, tmp_path, builtin_root, monkeypatch,
     settings["max_new_tokens"] = 64  # an untrained model rambles: cap each dream step
     (d / "EM" / "em.json").write_text(json.dumps(settings))
     fidelity = ok("eval-em", "--em", d / "EM", "--episodes", d / "HE.jsonl", "--out", d / "D")
-    assert fidelity["transitions"] == held["steps"]
+    assert fidelity["em/transitions"] == held["steps"]
     assert 0.0 <= fidelity["em/reward_accuracy"] <= 1.0
     ok("train-agent", "--algo", "sft", "--store", d / "S", "--base", "tiny:1m", "--max-steps",
        "2", "--batch-size", "2", "--max-new-tokens", "16", "--out", d / "P0")
