@@ -187,6 +187,7 @@ def test_validation_success_is_logged_before_training_and_every_k_iterations(
                              "--eval-tasks", tw_simple_file, "--eval-every", "2",
                              "--eval-turns", "3", "--out", tmp_path / "P", "--json")
     assert code == 0, err
+    assert json.loads(out)["iterations_run"] == 3  # validation lines are not iterations
     lines = [json.loads(x) for x in (tmp_path / "P" / "metrics.jsonl").read_text().splitlines()]
     measured = [x["iteration"] for x in lines if "eval/success_rate" in x]
     assert measured == [0, 2, 3]  # before training, every 2, and after the last

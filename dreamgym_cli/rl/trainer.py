@@ -420,7 +420,9 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
             last = {**last, **final}
     finally:
         log.close()
-    return {"iterations_run": log.count, "real_steps_used": used, "first": first, "last": last}
+    # iterations trained in this call (validation-only lines are logged too: not log.count)
+    ran = int(last.get("iteration", start)) - start if last else 0
+    return {"iterations_run": ran, "real_steps_used": used, "first": first, "last": last}
 
 
 def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
