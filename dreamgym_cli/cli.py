@@ -409,6 +409,8 @@ def train_agent(
                                                 help=_help(_AGENT, "value_detach")),
     invalid_penalty: Optional[float] = typer.Option(None, help=_help(_AGENT, "invalid_penalty")),
     temperature: Optional[float] = typer.Option(None, help=_help(_AGENT, "temperature")),
+    action_interface: Optional[str] = typer.Option(None, help=_help(_AGENT,
+                                                                    "action_interface")),
     retrieve_synthetic: Optional[bool] = typer.Option(
         None, "--retrieve-synthetic/--retrieve-real", help=_help(_AGENT, "retrieve_synthetic")),
     eval_tasks: Optional[Path] = typer.Option(None, help=_help(_AGENT, "eval_tasks")),
@@ -453,6 +455,7 @@ def train_agent(
                   sft_data=sft_data, warmup_steps=warmup_steps, value_lr=value_lr,
                   value_detach=value_detach, invalid_penalty=invalid_penalty,
                   temperature=temperature, retrieve_synthetic=retrieve_synthetic,
+                  action_interface=action_interface,
                   eval_tasks=eval_tasks, eval_every=eval_every, eval_turns=eval_turns,
                   group_size=group_size, batch_tasks=batch_tasks, lr=lr, kl_coef=kl_coef,
                   kl_estimator=kl_estimator, ppo_epochs=ppo_epochs, mini_batches=mini_batches,
@@ -479,6 +482,9 @@ def rollout(
     episodes_per_task: Optional[int] = typer.Option(None, help="Episodes per task (default 2)."),
     max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default 8)."),
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
+    action_interface: Optional[str] = typer.Option(
+        None, help="free (default): the generated action as is; listed: the most similar "
+        "listed action."),
     workers: Optional[int] = typer.Option(None, help="Real env worker processes (0: in process)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Env workers as Ray actors: 'local' "
                                       "starts Ray here, else a cluster address (e.g. 'auto')."),
@@ -494,7 +500,7 @@ def rollout(
     c = cfg.build(stage.RolloutConfig, config, policy=policy, tasks=tasks, store=store, env=env,
                   episodes_per_task=episodes_per_task,
                   max_steps_per_episode=max_steps_per_episode, temperature=temperature,
-                  workers=workers, ray=ray, seed=seed)
+                  action_interface=action_interface, workers=workers, ray=ray, seed=seed)
     with step_progress("rollout (turns)") as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, _render_metrics("rollout"))
@@ -507,6 +513,9 @@ def eval_policy(
     out_path: Path = typer.Option(..., "--out", help="Report directory to write."),
     env: Optional[str] = typer.Option(None, help="Real env (default: the tasks' env)."),
     episodes_per_task: Optional[int] = typer.Option(None, help="Episodes per task (default 1)."),
+    action_interface: Optional[str] = typer.Option(
+        None, help="free (default): the generated action as is; listed: the most similar "
+        "listed action."),
     greedy: Optional[bool] = typer.Option(None, "--greedy/--sample", help="Greedy decoding "
                                           "(default) or sampling at temperature 1."),
     max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default: the "
@@ -526,6 +535,7 @@ def eval_policy(
 
     c = cfg.build(stage.EvalConfig, config, policy=policy, tasks=tasks, out=out_path, env=env,
                   episodes_per_task=episodes_per_task, greedy=greedy,
+                  action_interface=action_interface,
                   max_steps_per_episode=max_steps_per_episode, workers=workers, ray=ray,
                   seed=seed, force=force or None)
     with step_progress("eval (turns)") as update:

@@ -210,3 +210,36 @@ def test_generated_solved_counts_groups_of_generated_tasks_won_at_least_once():
     assert out == {"curriculum/generated_groups": 2, "curriculum/generated_groups_solved": 1,
                    "curriculum/generated_solved_share": 0.5}
     assert "curriculum/generated_solved_share" not in generated_solved([seed_task])
+
+
+def test_closest_listed_picks_the_most_similar_admissible_action():
+    from dreamgym_cli.rl.rollout import closest_listed
+
+    listed = ["take old key from antique trunk", "open chest drawer", "go east"]
+    assert closest_listed("take old key from chest drawer", listed) == listed[0]
+    assert closest_listed("GO EAST", listed) == "go east"
+    assert closest_listed("open drawer", listed) == "open chest drawer"
+
+
+def test_listed_interface_sends_only_listed_actions_and_still_counts_off_list_ones(
+        sft_policy, tw_simple_tasks):  # noqa: F811
+    """With `listed` every action the env receives is one it listed, while `in_admissible` (and
+    so the invalid-action rate) still reports what the policy generated."""
+    from dreamgym_cli.envs.vector import VectorEnv
+    from dreamgym_cli.llm.generate import open_backend
+    from dreamgym_cli.rl.rollout import RolloutSettings, run_rollouts
+
+    model, tokenizer, _ = _policy(sft_policy)
+    backend = open_backend("transformers", model=model, tokenizer=tokenizer)
+    out = {}
+    for interface in ("free", "listed"):
+        with VectorEnv("textworld", workers=0, max_steps=3) as env:
+            out[interface] = run_rollouts(env, backend, tokenizer, tw_simple_tasks, RolloutSettings(
+                max_new_tokens=12, max_turns=3, seed=5, temperature=1.5,
+                action_interface=interface), group_size=2)
+    free = [t for e in out["free"] for t in e.turns]
+    listed = [t for e in out["listed"] for t in e.turns]
+    assert all(t.action in t.admissible for t in listed if t.admissible)
+    assert any(t.in_admissible is False for t in free)  # hot sampling: off-list answers occur
+    off = [t for t in listed if t.in_admissible is False]
+    assert off and all(t.action in t.admissible for t in off)

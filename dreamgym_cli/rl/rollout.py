@@ -6,8 +6,10 @@ in ONE `backend.generate` call, parse the actions and step the env batch. Each t
 prompt ids, the sampled token ids and their log-probs (at the sampling temperature) exactly as generated: the trainer
 trains on those ids, never on a decode-and-re-tokenize of the text.
 
-An action outside the admissible list is passed to the env as is (the env decides) and counted
-(`rollout/invalid_action_rate`); an answer without `<action>` tags is counted as a format error.
+An action outside the admissible list is passed to the env as is (the env decides; `free`, the
+default) or replaced by the most similar listed action (`action_interface="listed"`), and counted
+either way (`rollout/invalid_action_rate` is the share of *generated* actions that were not
+listed); an answer without `<action>` tags is counted as a format error.
 Episodes stop when the env says done, at `max_turns`, or when a real-step budget runs out (the
 episodes that would overrun it are cut before they act: the budget is never exceeded). An episode
 cut by a step limit (ours, or the env's own: `info["truncated"]`) is `truncated`, and keeps the
@@ -37,9 +39,9 @@ class Turn:
     token_ids: list[int]  # sampled answer tokens (through the stop string / EOS)
     logprobs: list[float]  # log-probs of token_ids under logits / temperature (as sampled)
     text: str
-    action: str
+    action: str  # what the env was sent (the listed action it snapped to, with `listed`)
     valid_format: bool
-    in_admissible: bool | None  # None when the env lists no admissible actions
+    in_admissible: bool | None  # the *generated* action was listed; None: the env lists none
     next_state: str = ""
     reward: float = 0.0
     done: bool = False
@@ -78,6 +80,7 @@ class RolloutSettings:
     top_p: float = 1.0
     max_turns: int | None = None
     seed: int = 0
+    action_interface: str = "free"  # free: as generated; listed: snapped to a listed action
 
 
 def turn_seed(seed: int, call: int, turn: int) -> int:
@@ -166,12 +169,27 @@ def _decide(backend, tokenizer, count, settings: RolloutSettings, episodes, obse
         parsed = parse_action(_answer_text(tokenizer, c))
         action = clean_action(parsed.action)
         allowed = None if obs.admissible is None else action in obs.admissible
+        if settings.action_interface == "listed" and allowed is False and obs.admissible:
+            action = closest_listed(action, obs.admissible)
         episodes[i].turns.append(Turn(
             state=obs.text, admissible=obs.admissible, prompt_ids=list(c.prompt_ids or ids),
             token_ids=list(c.token_ids), logprobs=list(c.logprobs), text=c.text,
             action=action, valid_format=parsed.valid_format, in_admissible=allowed))
         actions[i] = action
     return actions
+
+
+ACTION_INTERFACES = ("free", "listed")
+
+
+def closest_listed(action: str, admissible: list[str]) -> str:
+    """The listed action most similar to `action` (difflib's ratio, case-folded; the first of
+    equals): the `listed` interface sends the env one of the actions it offers, as AgentGym's
+    ALFWorld/WebShop wrappers do, so a policy cannot stall on an action the game refuses."""
+    import difflib
+
+    wanted = action.lower()
+    return max(admissible, key=lambda a: difflib.SequenceMatcher(None, wanted, a.lower()).ratio())
 
 
 def _answer_text(tokenizer, completion) -> str:

@@ -30,6 +30,8 @@ class EvalConfig:
     env: str | None = option(None, help="Real env (default: the tasks' env).")
     episodes_per_task: int = option(1, help="Episodes per task.")
     greedy: bool = option(True, help="Greedy decoding (--sample: temperature 1).")
+    action_interface: str = option("free", help="free: the env gets the generated action as "
+                                   "is; listed: the most similar listed action.")
     max_steps_per_episode: int | None = option(None, help="Turn limit (default: the task's).")
     workers: int | None = option(None, help="Real env worker processes (0: in process).")
     ray: str | None = option(None, help="Env workers as Ray actors: 'local' starts Ray here, "
@@ -42,6 +44,13 @@ class EvalConfig:
             if getattr(self, name) is None:
                 raise InputError("is required", field=name)
             object.__setattr__(self, name, Path(getattr(self, name)))
+        from dreamgym_cli.rl.rollout import ACTION_INTERFACES
+
+        if self.action_interface not in ACTION_INTERFACES:
+            from dreamgym_cli.errors import unknown_name
+
+            raise unknown_name("action interface", self.action_interface, ACTION_INTERFACES,
+                               field="action_interface")
         if self.episodes_per_task < 1:
             raise InputError(f"expected >= 1, got {self.episodes_per_task}",
                              field="episodes_per_task")
@@ -128,7 +137,8 @@ def _evaluate(config: EvalConfig, progress) -> tuple[dict[str, Any], list]:
                               history_budget_tokens=settings.history_budget_tokens,
                               max_new_tokens=settings.max_new_tokens,
                               temperature=0.0 if config.greedy else 1.0,
-                              max_turns=config.max_steps_per_episode, seed=config.seed)
+                              max_turns=config.max_steps_per_episode, seed=config.seed,
+                              action_interface=config.action_interface)
     env = open_batch_env(env_name, max_steps=config.max_steps_per_episode, workers=config.workers,
                          ray=config.ray)
     try:

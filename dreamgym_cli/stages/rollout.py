@@ -23,6 +23,8 @@ class RolloutConfig:
     episodes_per_task: int = option(2, help="Episodes per task.")
     max_steps_per_episode: int = option(8, help="Turns per episode before it counts as failed.")
     temperature: float = option(1.0, help="Sampling temperature (0: greedy).")
+    action_interface: str = option("free", help="free: the env gets the generated action as "
+                                   "is; listed: the most similar listed action.")
     workers: int | None = option(None, help="Real env worker processes (0: in process).")
     ray: str | None = option(None, help="Env workers as Ray actors: 'local' starts Ray here, "
                              "else a cluster address (e.g. 'auto').")
@@ -60,7 +62,8 @@ def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
                               history_budget_tokens=settings.history_budget_tokens,
                               max_new_tokens=settings.max_new_tokens,
                               temperature=config.temperature,
-                              max_turns=config.max_steps_per_episode, seed=config.seed)
+                              max_turns=config.max_steps_per_episode, seed=config.seed,
+                              action_interface=config.action_interface)
     try:
         episodes = run_rollouts(env, open_backend("transformers", model=model,
                                                   tokenizer=tokenizer),

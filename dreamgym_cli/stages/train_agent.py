@@ -78,6 +78,9 @@ class TrainAgentConfig:
     history_budget_tokens: int | None = option(None, help="Prompt history budget in tokens.")
     think: bool | None = option(None, help="Answer with <think> first (default: the policy's).")
     temperature: float = option(1.0, help="Sampling temperature of RL rollouts.")
+    action_interface: str = option("free", help="free: the env gets the generated action as "
+                                   "is; listed: the most similar listed action (the env's "
+                                   "admissible list), real and dream envs alike.")
     enrich: bool = option(True, help="Add RL episodes to the store (--no-enrich: ablation).")
     retrieve_synthetic: bool = option(False, help="Dream env: let retrieval return synthetic "
                                       "transitions too (default: real ones only, as in "
@@ -126,6 +129,13 @@ class TrainAgentConfig:
             from dreamgym_cli.errors import unknown_name
 
             raise unknown_name("SFT data", self.sft_data, SFT_DATA, field="sft_data")
+        from dreamgym_cli.rl.rollout import ACTION_INTERFACES
+
+        if self.action_interface not in ACTION_INTERFACES:
+            from dreamgym_cli.errors import unknown_name
+
+            raise unknown_name("action interface", self.action_interface, ACTION_INTERFACES,
+                               field="action_interface")
         if self.warmup_steps < 0 or self.invalid_penalty < 0:
             raise InputError("expected >= 0", field="warmup_steps" if self.warmup_steps < 0
                              else "invalid_penalty")

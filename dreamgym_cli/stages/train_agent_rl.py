@@ -99,7 +99,8 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
                                   history_budget_tokens=settings.history_budget_tokens,
                                   max_new_tokens=settings.max_new_tokens,
                                   temperature=config.temperature,
-                                  max_turns=config.max_steps_per_episode, seed=config.seed)
+                                  max_turns=config.max_steps_per_episode, seed=config.seed,
+                                  action_interface=config.action_interface)
         enrich_store = store if store is not None else getattr(env, "store", None)
         on_episodes = _enricher(enrich_store, "synthetic" if dream else "real",
                                 policy_name(config)) if config.enrich else None
