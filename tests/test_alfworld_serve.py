@@ -8,8 +8,10 @@ from __future__ import annotations
 from tests.serve_fixtures import AlfWorldClient, agent_text, running_server
 
 
-def test_alfworld_client_wins_a_shipped_game_through_serve(run_cli, tmp_path):
+def test_alfworld_client_wins_a_shipped_game_through_serve(run_cli, tmp_path, monkeypatch):
     from dreamgym_cli.envs.registry import make_env
+
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)  # dreamgym's own games, not a user's
     from dreamgym_cli.trajectories import read_tasks
 
     tasks_file = tmp_path / "A.parquet"

@@ -135,7 +135,7 @@ def test_a_hundred_and_twenty_concurrent_sessions(tw_simple_file, tmp_path,
 
 def test_capacity_never_evicts_a_live_episode(tw_simple_file, tmp_path, expert):  # noqa: F811
     with running_server(["--env", "textworld", "--tasks", tw_simple_file, "--agentgym-env",
-                         "babyai", "--max-sessions", "3", "--idle-timeout", "4"],
+                         "babyai", "--max-sessions", "3", "--idle-timeout", "20"],
                         tmp_path) as url:
         a, b, c = (BabyAIClient(url) for _ in range(3))  # created, none reset yet
         refused = requests.post(f"{url}/create", timeout=30)
@@ -155,7 +155,9 @@ def test_capacity_never_evicts_a_live_episode(tw_simple_file, tmp_path, expert):
         assert expert[1][0][1] in b_state.state  # b played on, untouched
         c.reset(2)
         d.reset(0)
-        time.sleep(5)  # > --idle-timeout 4: all idle sessions expire
+        # > --idle-timeout 20: all idle sessions expire (20 s, so that on a loaded machine c does
+        # not expire while a plays its episode, which would free a slot without reclaiming a)
+        time.sleep(21)
         gone = requests.post(f"{url}/step", json={"id": b.env_id, "action": "look"},
                              timeout=30).json()
         assert "unknown id" in gone["error"]

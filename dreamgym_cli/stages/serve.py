@@ -179,8 +179,11 @@ def prepare(config: ServeConfig):
 
     factory, tasks, env_name, description = (_dream_parts(config) if config.em is not None
                                              else _real_parts(config))
-    # The dream env's model generates for one request at a time; real envs run in parallel.
-    lock = threading.Lock() if config.em is not None else None
+    # One env call at a time across sessions: the dream env's model generates for one request at
+    # a time, and the real engines run in this process are not thread-safe (TextWorld's Z-machine
+    # interpreter: parallel resets of a game answered "has no episode" under load in CI). The
+    # HTTP side stays concurrent; sessions never block each other for longer than one call.
+    lock = threading.Lock()
     pool = SessionPool(factory, max_sessions=config.max_sessions,
                        idle_timeout=config.idle_timeout, compute_lock=lock)
     shape = shape_for(config.agentgym_env, config.dialect)
