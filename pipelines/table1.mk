@@ -20,8 +20,8 @@
 # Every RL row runs T1_ITERS iterations of T1_BATCH_TASKS × T1_GROUP episodes and 4 optimizer
 # steps each (equal policy updates), rewards success minus T1_PENALTY per off-list action,
 # logs greedy success on the validation games every T1_EVAL_EVERY iterations, and trains in its
-# own copy of the replay store. Rows run T1_JOBS at a
-# time with one torch thread each. Re-running skips finished stages (manifests).
+# own copy of the replay store. Rows run T1_JOBS at a time with one torch thread each.
+# Re-running skips finished stages (manifests).
 T1_DIR          ?= runs/table1
 T1_CHALLENGE    ?= tw-simple
 T1_DEMO_SEEDS   ?= 1-32
