@@ -140,10 +140,8 @@ def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Seque
             loss.backward()
             loss_value = loss.detach().item()
         else:
-            from dreamgym_cli.scale.distributed import sft_step
-
             optimizer.zero_grad(set_to_none=True)
-            loss_value = sft_step(dist, wrapped, [train_examples[i] for i in order[step]], pad_id)
+            loss_value = distributed_step(dist, wrapped, [train_examples[i] for i in order[step]], pad_id)
         if settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
@@ -209,3 +207,29 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list
     scheduler.load_state_dict(optim["scheduler"])
     state = json.loads((path / "state.json").read_text())
     return int(state["step"]), list(state["curve"])
+
+
+def completion_tokens(example: dict[str, list[int]]) -> int:
+    """Completion tokens that `completion_loss` counts in this example (labels after shifting)."""
+    return sum(1 for label in example["labels"][1:] if label != IGNORE)
+
+
+def distributed_step(dist, wrapped, examples: Sequence[dict], pad_id: int) -> float:
+    """Under `accelerate launch` (`dist`: a `scale.distributed.Dist`): backward of this rank's
+    share of one global batch; the global batch's mean loss.
+
+    Same value and gradient as `loss = completion_loss(model, collate(examples)); loss.backward()`
+    in one process: sum of token losses / global completion tokens, times world size (DDP
+    averages). A rank with no example of this batch still joins the gradient all-reduce.
+    """
+    total = sum(completion_tokens(e) for e in examples)
+    mine = dist.share(examples) or list(examples[:1])
+    scale = dist.world / max(total, 1) if dist.share(examples) else 0.0
+    batch = {k: v.to(dist.device) for k, v in collate(mine, pad_id).items()}
+    logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    token_sum = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
+        ignore_index=IGNORE, reduction="sum")
+    (token_sum * scale).backward()
+    local = float(token_sum.detach()) if scale else 0.0
+    return dist.sum([local])[0] / max(total, 1)

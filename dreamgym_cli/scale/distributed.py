@@ -74,38 +74,6 @@ class Dist:
         self.accelerator.wait_for_everyone()
 
 
-# ---- supervised (SFT / experience model) -------------------------------------------------------
-
-
-def completion_tokens(example: dict[str, list[int]]) -> int:
-    """Completion tokens that `completion_loss` counts in this example (labels after shifting)."""
-    from dreamgym_cli.llm.sft import IGNORE
-
-    return sum(1 for label in example["labels"][1:] if label != IGNORE)
-
-
-def sft_step(dist: Dist, wrapped, examples: Sequence[dict], pad_id: int) -> float:
-    """Backward of this rank's share of one global batch; the global batch's mean loss.
-
-    Same value and gradient as `loss = completion_loss(model, collate(examples)); loss.backward()`
-    in one process: sum of token losses / global completion tokens, times world size (DDP
-    averages). A rank with no example of this batch still joins the gradient all-reduce.
-    """
-    from dreamgym_cli.llm.sft import IGNORE, collate
-
-    total = sum(completion_tokens(e) for e in examples)
-    mine = dist.share(examples) or list(examples[:1])
-    scale = dist.world / max(total, 1) if dist.share(examples) else 0.0
-    batch = {k: v.to(dist.device) for k, v in collate(mine, pad_id).items()}
-    logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    token_sum = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
-        ignore_index=IGNORE, reduction="sum")
-    (token_sum * scale).backward()
-    local = float(token_sum.detach()) if scale else 0.0
-    return dist.sum([local])[0] / max(total, 1)
-
-
 # ---- the RL update -----------------------------------------------------------------------------
 
 
