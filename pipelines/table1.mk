@@ -12,8 +12,11 @@
 #             out expert episodes and on the SFT policy's held-out real transitions
 #   rows      table 1: SFT; GRPO real (budget B real transitions); GRPO DreamGym (0 real in RL);
 #             DreamGym-S2R (the DreamGym policy + GRPO real with B/8)
-#             table 2: PPO real (B); PPO DreamGym; DreamGym w/o retrieval, w/o reasoning, w/o
-#             task generation (GRPO, as the paper's ablations)
+#             table 2 (after table 1, on its data, SFT policies and full experience model; its
+#             rows run T2_ITERS iterations, a third of table 1's, to keep it within its 100 min
+#             on 2 cores: a dream row costs ~34 min at 24 iterations): PPO real (B2); PPO
+#             DreamGym; GRPO DreamGym full (the ablations' reference at the same updates);
+#             DreamGym w/o retrieval, w/o reasoning, w/o task generation (GRPO, as the paper's)
 #   eval      every row greedy on the T1_TEST_SEEDS games; pipelines/table1_report.py writes
 #             $(T1_DIR)/REPORT_table{1,2}.md, docs/results.md and docs/results/table{1,2}.json
 #
@@ -44,18 +47,23 @@ T1_LR           ?= 1e-4
 T1_KL           ?= 0.02
 T1_PENALTY      ?= 0.05
 T1_JOBS         ?= 2
+T2_ITERS        ?= 8
+T2_EVAL_EVERY   ?= $(T2_ITERS)
 T1_B            := $(shell echo $$(( $(T1_ITERS) * $(T1_GROUP) * $(T1_BATCH_TASKS) * $(T1_TURNS) )))
 T1_B8           := $(shell echo $$(( $(T1_B) / 8 )))
+T2_B            := $(shell echo $$(( $(T2_ITERS) * $(T1_GROUP) * $(T1_BATCH_TASKS) * $(T1_TURNS) )))
 T := $(T1_DIR)
 T1_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-T1_RL := --tasks $(T)/pool_tasks.parquet --iterations $(T1_ITERS) --group-size $(T1_GROUP) \
+T1_RL_COMMON := --tasks $(T)/pool_tasks.parquet --group-size $(T1_GROUP) \
          --batch-tasks $(T1_BATCH_TASKS) --max-steps-per-episode $(T1_TURNS) --lr $(T1_LR) \
-         --kl-coef $(T1_KL) --outcome success --invalid-penalty $(T1_PENALTY) --eval-tasks $(T)/val_tasks.parquet \
-         --eval-every $(T1_EVAL_EVERY) --eval-turns $(T1_EVAL_TURNS)
+         --kl-coef $(T1_KL) --outcome success --invalid-penalty $(T1_PENALTY) \
+         --eval-tasks $(T)/val_tasks.parquet --eval-turns $(T1_EVAL_TURNS)
+T1_RL := $(T1_RL_COMMON) --iterations $(T1_ITERS) --eval-every $(T1_EVAL_EVERY)
+T2_RL := $(T1_RL_COMMON) --iterations $(T2_ITERS) --eval-every $(T2_EVAL_EVERY)
 T1_EM_OPTS := --base $(T1_EM_BASE) --max-steps $(T1_EM_STEPS) --batch-size 8 --max-length 1024 \
               --history 0 --task-examples 8
 T1_ROWS := sft grpo_real grpo_dream s2r
-T2_ROWS := ppo_real ppo_dream dream_no_retrieval dream_no_reasoning dream_no_taskgen
+T2_ROWS := ppo_real ppo_dream dream_full dream_no_retrieval dream_no_reasoning dream_no_taskgen
 T1_FIRST_SEED := $(firstword $(T1_SEEDS))
 T1_COUNT = $$($(DG) store sql $(1) "SELECT count(*) AS n FROM steps" --json | $(PY) -c \
            'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])')
@@ -111,32 +119,35 @@ $(T)/fidelity_sft/%/manifest.json: $(T)/em/%/manifest.json $(T)/seed$(T1_FIRST_S
 # ---- the rows of the training seeds --------------------------------------------------------
 # A dream row copies the experience model's store first: its run enriches only its own copy.
 
-# $(1) seed, $(2) row, $(3) algo, $(4) experience model, $(5) extra options
+# $(1) seed, $(2) row, $(3) algo, $(4) experience model, $(5) RL options (T1_RL or T2_RL)
 define T1_DREAM_ROW
 $(T)/seed$(1)/$(2)/manifest.json: $(T)/seed$(1)/sft/manifest.json $(T)/em/$(4)/manifest.json
 	@mkdir -p $(T)/seed$(1) && test -d $(T)/seed$(1)/store_$(2) || cp -r $(T)/store_em $(T)/seed$(1)/store_$(2)
-	$(T1_ENV) $(DG) train-agent --algo $(3) --init $(T)/seed$(1)/sft --env dream:$(T)/em/$(4) --store $(T)/seed$(1)/store_$(2) $(T1_RL) $(5) --workers 0 --seed $(1) --out $(T)/seed$(1)/$(2)
+	$(T1_ENV) $(DG) train-agent --algo $(3) --init $(T)/seed$(1)/sft --env dream:$(T)/em/$(4) --store $(T)/seed$(1)/store_$(2) $(5) --workers 0 --seed $(1) --out $(T)/seed$(1)/$(2)
 endef
-# $(1) seed, $(2) row, $(3) algo, $(4) start policy (a row of this seed), $(5) real-step budget
+# $(1) seed, $(2) row, $(3) algo, $(4) start policy (a row of this seed), $(5) real-step budget,
+# $(6) RL options (T1_RL or T2_RL)
 define T1_REAL_ROW
 $(T)/seed$(1)/$(2)/manifest.json: $(T)/seed$(1)/$(4)/manifest.json
-	$(T1_ENV) $(DG) train-agent --algo $(3) --init $(T)/seed$(1)/$(4) --env textworld $(T1_RL) --max-real-steps $(5) --workers 0 --seed $(1) --out $(T)/seed$(1)/$(2)
+	$(T1_ENV) $(DG) train-agent --algo $(3) --init $(T)/seed$(1)/$(4) --env textworld $(6) --max-real-steps $(5) --workers 0 --seed $(1) --out $(T)/seed$(1)/$(2)
 endef
 define T1_SEED_RULES
-$(T)/seed$(1)/sft/manifest.json: $(T)/table1.json
+# order-only: the store_em rule adds a count to table1.json, which must not make SFT stale
+$(T)/seed$(1)/sft/manifest.json: | $(T)/table1.json
 	$(T1_ENV) $(DG) train-agent --algo sft --store $(T)/store --sft-data expert --base tiny:1m --max-steps $(T1_SFT_STEPS) --history-budget-tokens 0 --seed $(1) --out $(T)/seed$(1)/sft
 $(T)/seed$(1)/eval_%/manifest.json: $(T)/seed$(1)/%/manifest.json
 	$(T1_ENV) $(DG) eval --policy $(T)/seed$(1)/$$* --tasks $(T)/test_tasks.parquet --max-steps-per-episode $(T1_EVAL_TURNS) --workers 0 --out $(T)/seed$(1)/eval_$$*
 endef
 $(foreach s,$(T1_SEEDS),$(eval $(call T1_SEED_RULES,$(s))) \
-  $(eval $(call T1_REAL_ROW,$(s),grpo_real,grpo,sft,$(T1_B))) \
-  $(eval $(call T1_REAL_ROW,$(s),ppo_real,ppo,sft,$(T1_B))) \
-  $(eval $(call T1_REAL_ROW,$(s),s2r,grpo,grpo_dream,$(T1_B8))) \
-  $(eval $(call T1_DREAM_ROW,$(s),grpo_dream,grpo,full,)) \
-  $(eval $(call T1_DREAM_ROW,$(s),ppo_dream,ppo,full,)) \
-  $(eval $(call T1_DREAM_ROW,$(s),dream_no_retrieval,grpo,no_retrieval,)) \
-  $(eval $(call T1_DREAM_ROW,$(s),dream_no_reasoning,grpo,no_reasoning,)) \
-  $(eval $(call T1_DREAM_ROW,$(s),dream_no_taskgen,grpo,full,--no-curriculum)))
+  $(eval $(call T1_REAL_ROW,$(s),grpo_real,grpo,sft,$(T1_B),$(T1_RL))) \
+  $(eval $(call T1_REAL_ROW,$(s),s2r,grpo,grpo_dream,$(T1_B8),$(T1_RL))) \
+  $(eval $(call T1_DREAM_ROW,$(s),grpo_dream,grpo,full,$(T1_RL))) \
+  $(eval $(call T1_REAL_ROW,$(s),ppo_real,ppo,sft,$(T2_B),$(T2_RL))) \
+  $(eval $(call T1_DREAM_ROW,$(s),ppo_dream,ppo,full,$(T2_RL))) \
+  $(eval $(call T1_DREAM_ROW,$(s),dream_full,grpo,full,$(T2_RL))) \
+  $(eval $(call T1_DREAM_ROW,$(s),dream_no_retrieval,grpo,no_retrieval,$(T2_RL))) \
+  $(eval $(call T1_DREAM_ROW,$(s),dream_no_reasoning,grpo,no_reasoning,$(T2_RL))) \
+  $(eval $(call T1_DREAM_ROW,$(s),dream_no_taskgen,grpo,full,$(T2_RL) --no-curriculum)))
 
 T1_TARGETS := $(T)/fidelity/full/manifest.json $(T)/fidelity_sft/full/manifest.json \
               $(foreach s,$(T1_SEEDS),$(foreach r,$(T1_ROWS),$(T)/seed$(s)/eval_$(r)/manifest.json))
@@ -147,7 +158,7 @@ table1-runs: $(T1_TARGETS)
 table2-runs: $(T2_TARGETS)
 
 T1_CMD_VARS = T1_SEEDS='$(T1_SEEDS)' T1_DEMO_SEEDS=$(T1_DEMO_SEEDS) T1_POOL_SEEDS=$(T1_POOL_SEEDS) \
-              T1_TEST_SEEDS=$(T1_TEST_SEEDS) T1_ITERS=$(T1_ITERS)
+              T1_TEST_SEEDS=$(T1_TEST_SEEDS) T1_ITERS=$(T1_ITERS) T2_ITERS=$(T2_ITERS)
 table1-report:
 	$(PY) pipelines/table1_report.py $(T) --table 1 --docs docs/results.md \
 	  --command "make table1 $(T1_CMD_VARS)"
