@@ -42,6 +42,7 @@ ROWS = {
     "s2r": ("DreamGym-S2R (B_s2r = {B_s2r} real)", "dream", ("grpo_dream", "sft")),
     "ppo_real": ("PPO real env (B = {B} real)", "real", ("sft",)),
     "ppo_dream": ("PPO DreamGym (0 real)", "dream", ("sft",)),
+    "dream_full": ("GRPO DreamGym full, Table 2 budget (0 real)", "dream", ("sft",)),
     "dream_no_retrieval": ("DreamGym w/o replay retrieval", "dream", ("sft",)),
     "dream_no_reasoning": ("DreamGym w/o reasoning", "dream", ("sft",)),
     "dream_no_taskgen": ("DreamGym w/o task generation", "dream", ("sft",)),
@@ -49,9 +50,12 @@ ROWS = {
 TABLES = {1: {"title": "Table 1: RL in the real env vs in DreamGym",
               "rows": ("sft", "grpo_real", "grpo_dream", "s2r"), "reference": ()},
           2: {"title": "Table 2: algorithms and ablations",
-              "rows": ("sft", "grpo_real", "grpo_dream", "ppo_real", "ppo_dream",
+              "rows": ("sft", "grpo_real", "grpo_dream", "ppo_real", "ppo_dream", "dream_full",
                        "dream_no_retrieval", "dream_no_reasoning", "dream_no_taskgen"),
               "reference": ("sft", "grpo_real", "grpo_dream")}}
+# Table 2's ablations are compared, paired, with the full DreamGym row of the same budget.
+ABLATION_REFERENCE = "dream_full"
+ABLATIONS = ("ppo_dream", "dream_no_retrieval", "dream_no_reasoning", "dream_no_taskgen")
 FIDELITY_SETS = (("fidelity", "held-out expert episodes"),
                  ("fidelity_sft", "the SFT policy's held-out real rollouts"))
 FIDELITY = [("transitions", "em/transitions", 0), ("reward accuracy", "em/reward_accuracy", 3),
@@ -266,6 +270,33 @@ def table_lines(rows: list[dict], reference: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def ablation_rows(loaded: dict[str, dict]) -> list[dict]:
+    """Each ablation's paired difference to the full DreamGym row of the same budget."""
+    reference = loaded.get(ABLATION_REFERENCE)
+    out = []
+    for key in ABLATIONS:
+        if key not in loaded or reference is None:
+            continue
+        diff, seeds, games = paired_difference(loaded[key]["games"], reference["games"])
+        ci = hierarchical_bootstrap(diff)
+        out.append({"row": key, "label": ROWS[key][0], "diff": pair_mean(diff),
+                    "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+                    "games": len(games), "seeds": len(seeds)})
+    return out
+
+
+def ablation_lines(ablations: list[dict]) -> list[str]:
+    lines = [f"| row | Δ vs {ROWS[ABLATION_REFERENCE][0]} [95 % CI] | games × seeds |",
+             "|---|---|---|"]
+    for a in ablations:
+        diff = DASH if a["diff"] is None else (f"{fmt(a['diff'], sign=True)} "
+                                              f"[{fmt(a['ci_low'], sign=True)}, "
+                                              f"{fmt(a['ci_high'], sign=True)}]")
+        lines.append(f"| {a['label']} | {diff} | {pairs_cell(a)} |")
+    return lines + ["", "Paired as Δ vs SFT is (same seed, same game), at equal policy updates: "
+                        "every row here ran the same iterations from the same SFT policy."]
+
+
 def targets(rows: dict[str, dict], fidelity_sft: dict) -> list[tuple[str, bool | None, str]]:
     """(target, met or None when it cannot be measured, measured value)."""
     def ci_above_zero(key):
@@ -462,7 +493,7 @@ def plot_scatter(rows: list[dict], out: Path) -> None:
 
 def section_lines(table: int, command: str, date: str, settings: dict, seeds: list,
                   rows: list[dict], checks: list, fidelity: dict, loaded: dict,
-                  image_dir: str, full: bool) -> list[str]:
+                  image_dir: str, full: bool, ablations: list[dict] = ()) -> list[str]:
     """The section of one table. `full` (the run's REPORT) has every part; on the results page
     the fidelity tables go with Table 1 and the curriculum with Table 2 (the ablation without
     task generation), so the page holds each once."""
@@ -480,6 +511,9 @@ def section_lines(table: int, command: str, date: str, settings: dict, seeds: li
     lines += table_lines(rows, spec["reference"])
     if table == 1:
         lines += ["\n### Targets\n", *target_lines(checks)]
+    if ablations:
+        lines += ["\n### Ablations against the full DreamGym row of the same budget\n",
+                  *ablation_lines(ablations)]
     if full or table == 1:
         for folder, what in FIDELITY_SETS:
             lines += [f"\n### Experience-model fidelity on {what}\n",
@@ -526,9 +560,12 @@ def main(argv: list[str] | None = None) -> int:
                 for folder, _ in FIDELITY_SETS}
     seeds = seed_dirs(run)
     needed = {"sft", "grpo_dream", "dream_no_taskgen", *TABLES[table]["rows"]}
+    if table == 2:
+        needed |= {ABLATION_REFERENCE, *ABLATIONS}
     needed |= {s for key in list(needed) for s in ROWS[key][2]}
     loaded = {key: load_row(run, seeds, key) for key in ROWS if key in needed}
     rows = [summarize(key, loaded, settings) for key in TABLES[table]["rows"]]
+    ablations = ablation_rows(loaded) if table == 2 else []
     if not seeds:
         rows[0]["notes"].insert(0, "all rows: no `seed<k>/` directories")
     checks = targets({r["row"]: r for r in rows}, fidelity["fidelity_sft"])
@@ -545,11 +582,12 @@ def main(argv: list[str] | None = None) -> int:
               "rows": [{k: v for k, v in r.items() if k not in ("notes", "online_per_seed")}
                        for r in rows],
               "targets": [{"target": t, "met": m, "measured": v} for t, m, v in checks]
-              if table == 1 else []}
+              if table == 1 else [],
+              "ablations_vs_full": ablations}
     for r in record["rows"]:
         r["success_ci"] = list(r["success_ci"]) if r["success_ci"] else None
     section = section_lines(table, command, date, settings, seeds, rows, checks, fidelity,
-                            loaded, "", full=True)
+                            loaded, "", full=True, ablations=ablations)
     examples = []
     for folder, what in FIDELITY_SETS:
         examples += [f"\n### Where the experience model (full) is wrong on {what}\n",
@@ -561,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table_lines(rows, TABLES[table]["reference"])))
     if table == 1:
         print("\n".join(["", "Targets:", *target_lines(checks)]))
+    if ablations:
+        print("\n".join(["", *ablation_lines(ablations)]))
     print(f"\nwrote {run / f'REPORT_table{table}.md'}")
     if args.docs:
         images = args.docs.with_suffix("")
@@ -569,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(run / f"table{table}_{p}.png", images / f"table{table}_{p}.png")
         (images / f"table{table}.json").write_text(json.dumps(record, indent=1) + "\n")
         docs_section = section_lines(table, command, date, settings, seeds, rows, checks,
-                                     fidelity, loaded, images.name, full=False)
+                                     fidelity, loaded, images.name, full=False,
+                                     ablations=ablations)
         (images / f"table{table}.md").write_text("\n".join(docs_section) + "\n")
         args.docs.write_text("\n".join(results_page(images)) + "\n")
         print(f"wrote {args.docs} and {images}/table{table}.{{md,json}}")

@@ -24,11 +24,13 @@ SUCCESS = {
     "s2r": {0: [1, 1, 1, 0.5], 1: [1, 1, 0]},  # seed 2 missing; seed 1 played 3 games
     "ppo_dream": {0: [0, 0, 0, 0], 1: [1, 1, 1, 1], 2: [0, 1, 0, 1]},
     "dream_no_taskgen": {0: [1, 0, 0, 0], 1: [0, 0, 0, 0], 2: [0, 0, 0, 0]},
+    "dream_full": {0: [1, 1, 0, 0], 1: [0, 1, 0, 0], 2: [0, 0, 0, 1]},
 }
 # real_steps_used per seed, optimizer steps, seconds of the row itself
 COST = {"sft": (None, 600, 100), "grpo_real": ([470, 480, 460], 12, 300),
         "grpo_dream": ([0, 0, 0], 12, 200), "s2r": ([30, 28, 0], 4, 50),
-        "ppo_dream": ([0, 0, 0], 24, 250), "dream_no_taskgen": ([0, 0, 0], 12, 180)}
+        "ppo_dream": ([0, 0, 0], 24, 250), "dream_no_taskgen": ([0, 0, 0], 12, 180),
+        "dream_full": ([0, 0, 0], 12, 190)}
 # curriculum/zero_variance_share per iteration and seed
 ZERO_VARIANCE = {"grpo_dream": {0: [0.5, 0.25], 1: [0.25, 0.25], 2: [0.0, 0.5]},
                  "dream_no_taskgen": {0: [0.75, 0.75], 1: [0.5, 0.5], 2: [0.5, 0.5]}}
@@ -228,6 +230,21 @@ def test_table2_keeps_table1_section(tmp_path):
     assert table_row(report, "PPO real env (B = 480 real)")[1:4] == ["—", "—", "—"]
     assert "- PPO real env (B = 480 real): not run: no `seed<k>/ppo_real/manifest.json`" in report
     assert "GRPO DreamGym (0 real) (reference)" in report
+    # the ablations, paired with the full DreamGym row of the same budget:
+    # w/o task generation − full: seed 0 [0, -1, 0, 0], seed 1 [0, -1, 0, 0],
+    # seed 2 [0, 0, 0, -1]
+    ablations = {a["row"]: a for a in
+                 json.loads((docs.parent / "results" / "table2.json").read_text())
+                 ["ablations_vs_full"]}
+    assert ablations["dream_no_taskgen"]["diff"] == pytest.approx(-3 / 12)
+    low, high = (ablations["dream_no_taskgen"][k] for k in ("ci_low", "ci_high"))
+    assert low <= -3 / 12 <= high and high <= 0
+    # PPO DreamGym − full: seed 0 [-1, -1, 0, 0], seed 1 [1, 0, 1, 1], seed 2 [0, 1, 0, 0]
+    assert ablations["ppo_dream"]["diff"] == pytest.approx(2 / 12)
+    assert ablations.get("dream_no_retrieval", {"diff": None})["diff"] is None
+    assert "### Ablations against the full DreamGym row of the same budget" in report
+    section = report[report.index("### Ablations against"):]
+    assert table_row(section, "DreamGym w/o task generation")[1].startswith("−0.25 [")
     # running table 1 again keeps table 2's section
     assert run_report(run, "--table", "1", "--docs", docs, "--command", "make table1 again"
                       ).returncode == 0
