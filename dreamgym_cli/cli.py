@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape  # messages quote data such as 'click[buy now]': not markup
 
 from dreamgym_cli.errors import InputError
 
-out = Console()  # results for people
-err = Console(stderr=True)  # progress, warnings, errors
+from dreamgym_cli.ui import stderr as err  # progress, warnings, errors
+from dreamgym_cli.ui import stdout as out  # results for people
 
 
 class _App(typer.Typer):

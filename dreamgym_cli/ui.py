@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+stdout = Console()  # results for people (the CLI's `out`)
 stderr = Console(stderr=True)
 
 

@@ -264,7 +264,7 @@ def _plot(path: Path, metrics: dict) -> None:
 def render(result: dict) -> None:
     from rich.table import Table
 
-    from dreamgym_cli.cli import out
+    from dreamgym_cli.ui import stdout as out
 
     table = Table(title=f"Experience-model fidelity ({result['out']})")
     table.add_column("metric")

@@ -186,7 +186,7 @@ def render(result: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from dreamgym_cli.cli import out
+    from dreamgym_cli.ui import stdout as out
 
     table = Table(title=f"tasks evolve ({result['out']})")
     table.add_column("metric")
