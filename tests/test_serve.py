@@ -141,15 +141,20 @@ def test_two_sessions_interleaved_match_separate_runs(tw_url, tw_simple_tasks): 
 
 def test_parallel_requests_on_separate_sessions(tw_url, tw_simple_tasks):  # noqa: F811
     expected = expert_run(tw_simple_tasks[1], limit=5)
+    assert expected  # a game with no steps would prove nothing
     errors: list[BaseException] = []
+    played: list[int] = []  # steps each thread checked; one entry per thread that finished
 
     def play():
         try:
             c = ContractClient(tw_url)
             c.reset(1)
+            checked = 0
             for action, state, reward, _ in expected:
                 assert c.step(action)[:2] == (state, reward)
+                checked += 1
             c.close()
+            played.append(checked)
         except BaseException as e:  # noqa: BLE001 — reported below
             errors.append(e)
 
@@ -158,7 +163,9 @@ def test_parallel_requests_on_separate_sessions(tw_url, tw_simple_tasks):  # noq
         t.start()
     for t in threads:
         t.join(60)
+        assert not t.is_alive(), f"{t.name} still running after 60 s (a session blocked?)"
     assert not errors, errors
+    assert played == [len(expected)] * 3, played  # every thread played the whole game
 
 
 def test_env_errors_are_http_200_and_malformed_bodies_422_naming_the_field(tw_url):

@@ -72,10 +72,11 @@ def test_two_dream_sessions_are_independent(dream_url, tw_simple_tasks):  # noqa
     b.reset(2)
     b_start = b.observe()
     errors: list[BaseException] = []
+    stepped: list[str] = []  # the state each thread's step returned; one per finished thread
 
     def step(client):
         try:
-            client.step("look")
+            stepped.append(client.step("look")[0])
         except BaseException as e:  # noqa: BLE001 — reported below
             errors.append(e)
 
@@ -88,7 +89,9 @@ def test_two_dream_sessions_are_independent(dream_url, tw_simple_tasks):  # noqa
         t.start()
     for t in both:
         t.join(120)
+        assert not t.is_alive(), f"{t.name} still running after 120 s (generation deadlocked?)"
     assert not errors, errors
+    assert len(stepped) == 2 and all(isinstance(s, str) and s for s in stepped), stepped
     for x in (a, b, c):
         x.close()
 

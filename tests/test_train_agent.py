@@ -100,7 +100,7 @@ def test_grpo_advantages_are_shared_by_every_turn_of_an_episode(sft_policy, tw_s
 
 
 def _train_once(sft_policy, tasks, tmp_path, algo="grpo", iterations=1, resume=False,
-                run_dir=None):  # noqa: F811
+                run_dir=None, invalid_penalty=0.0):  # noqa: F811
     from dreamgym_cli.envs.vector import VectorEnv
     from dreamgym_cli.rl.rollout import RolloutSettings
     from dreamgym_cli.rl.trainer import RLSettings, make_learner, train
@@ -108,7 +108,8 @@ def _train_once(sft_policy, tasks, tmp_path, algo="grpo", iterations=1, resume=F
 
     model, tokenizer, _ = _policy(sft_policy)
     settings = RLSettings(algo=algo, iterations=iterations, batch_tasks=2, group_size=2,
-                          lr=1e-3, seed=7, entropy_coef=0.01)  # moves even without reward
+                          lr=1e-3, seed=7, entropy_coef=0.01,  # moves even without reward
+                          invalid_penalty=invalid_penalty)
     head = load_value_head(model, None) if algo == "ppo" else None
     learner = make_learner(model, tokenizer, settings, head)
     with VectorEnv("textworld", workers=0, max_steps=2) as env:
@@ -129,11 +130,26 @@ def test_same_seed_same_first_iteration_metrics(sft_policy, tw_simple_tasks, tmp
 
 
 def test_ppo_trains_a_value_head(sft_policy, tw_simple_tasks, tmp_path):  # noqa: F811
-    summary, learner = _train_once(sft_policy, tw_simple_tasks, tmp_path, algo="ppo")
+    # The tiny policy earns no reward in two turns, so with returns all 0 a zero-initialised
+    # critic is already exact and rightly stays put; the penalty for its off-list actions gives
+    # the critic non-zero returns to learn.
+    summary, learner = _train_once(sft_policy, tw_simple_tasks, tmp_path, algo="ppo",
+                                   invalid_penalty=0.1)
     m = summary["first"]
     assert {"train/value_loss", "train/policy_loss", "train/kl"} <= set(m)
     assert all(torch.isfinite(torch.tensor(v)) for k, v in m.items() if k.startswith("train/"))
-    assert learner.value_head is not None
+    assert m["rollout/invalid_action_rate"] > 0 and m["train/value_loss"] > 0  # something to learn
+    from safetensors.torch import load_file
+
+    from dreamgym_cli.rl.value_head import load_value_head
+
+    initial = load_value_head(_policy(sft_policy)[0], None).state_dict()  # the head it started as
+    saved = load_file(str(tmp_path / "last" / "value_head.safetensors"))  # iteration 1's save
+    assert set(saved) == set(initial) == {"linear.weight", "linear.bias"}
+    for name, value in saved.items():
+        assert torch.isfinite(value).all(), name
+        assert torch.equal(value, learner.value_head.state_dict()[name]), name  # the trained head
+    assert any(not torch.equal(saved[k], initial[k]) for k in initial), "the value head never moved"
 
 
 def test_resume_continues_from_the_checkpoint(sft_policy, tw_simple_tasks, tmp_path):  # noqa: F811
