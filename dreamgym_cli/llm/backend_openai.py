@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from dreamgym_cli.llm.generate import (
+from dreamgym_cli.llm.backend_base import (
     BackendError,
     Completion,
     GenerationParams,

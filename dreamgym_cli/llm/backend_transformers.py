@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dreamgym_cli.llm.generate import (
+from dreamgym_cli.llm.backend_base import (
     Completion,
     GenerationParams,
     Prompt,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dreamgym_cli.errors import InputError
-from dreamgym_cli.llm.generate import (
+from dreamgym_cli.llm.backend_base import (
     Completion,
     GenerationParams,
     Prompt,
