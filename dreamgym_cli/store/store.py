@@ -364,9 +364,7 @@ class ReplayStore:
 
     def info(self) -> dict[str, Any]:
         """Counts by env/source/split, success rate and mean length (JSON-ready)."""
-        from dreamgym_cli.store.render import collect_info
-
-        return collect_info(self)
+        return _collect_info(self)
 
     # ------------------------------------------------------------------------------------------
     # Retrieval (helper module, imported when used)
@@ -380,6 +378,53 @@ class ReplayStore:
         from dreamgym_cli.store import retrieval
 
         return retrieval.retrieve(self, queries, k, **kw)
+
+
+def _collect_info(store: ReplayStore) -> dict[str, Any]:
+    """The JSON-ready summary behind `ReplayStore.info()` (shown by `store/render.py`)."""
+    catalog = store.catalog()
+    con = store.connect(read_only=True)
+
+    def one(query: str) -> Any:
+        return con.execute(query).fetchall()[0][0]
+
+    def counts(table: str, column: str) -> dict[str, int]:
+        query = f"SELECT {column}, count(*) FROM {table} GROUP BY 1 ORDER BY 1"
+        rows = con.execute(query).fetchall()
+        return {str(k): int(v) for k, v in rows}
+
+    success = con.execute("SELECT env, avg(success::INT), count(success) FROM episodes "
+                          "GROUP BY env ORDER BY env").fetchall()
+    rate = one("SELECT avg(success::INT) FROM episodes")
+    mean_length = one("SELECT avg(length) FROM episodes")
+    info = {
+        "path": str(store.path),
+        "schema_version": catalog.get("schema_version"),
+        "segments": {t: len(s) for t, s in catalog["tables"].items()},
+        "bytes": sum(s.get("bytes", 0) for segs in catalog["tables"].values() for s in segs),
+        "tasks": {"total": one("SELECT count(*) FROM tasks"), "by_env": counts("tasks", "env"),
+                  "by_split": counts("tasks", "split")},
+        "episodes": {
+            "total": one("SELECT count(*) FROM episodes"),
+            "by_env": counts("episodes", "env"),
+            "by_source": counts("episodes", "source"),
+            "success_rate": None if rate is None else round(float(rate), 6),
+            "success_rate_by_env": {env: None if r is None else round(float(r), 6)
+                                    for env, r, n in success},
+            "success_unknown": one("SELECT count(*) FROM episodes WHERE success IS NULL"),
+            "mean_length": None if mean_length is None else round(float(mean_length), 4),
+        },
+        "steps": {
+            "total": one("SELECT count(*) FROM steps"),
+            "by_env": counts("steps", "env"),
+            "by_source": counts("steps", "source"),
+            "reward_unknown": one("SELECT count(*) FROM steps WHERE reward IS NULL"),
+        },
+        "extra_tables": {t: sum(s["rows"] for s in segs) for t, segs in catalog["tables"].items()
+                         if t not in ("tasks", "episodes", "steps")},
+    }
+    con.close()
+    return info
 
 
 # ----------------------------------------------------------------------------------------------
