@@ -12,6 +12,10 @@ with content hashes, its outputs, metrics, package versions, git revision and ti
 
 An exception (or leaving the block without commit) removes the temporary sibling: a crash never
 leaves a half-written artifact that looks finished.
+
+Every single file the package replaces in place (a store's catalog, segments and index files,
+trajectory and task files, the curriculum state) goes through the one atomic writer here:
+`atomic_path` (a context manager yielding a temporary path) or `write_atomic` (bytes or text).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -244,12 +250,10 @@ class ArtifactRun:
         else:
             mpath = self.out.with_name(self.out.name + "." + MANIFEST)
             _fsync_file(self.tmp)
-            mtmp = mpath.with_name(f".{mpath.name}.tmp-{os.getpid()}")
-            _write_synced(mtmp, text)
             if mpath.exists():
                 mpath.unlink()  # a file without its manifest is never taken as up to date
             os.replace(self.tmp, self.out)
-            os.replace(mtmp, mpath)
+            write_atomic(mpath, text)  # also syncs the directory, so both renames are durable
         self.committed = True
         return manifest
 
@@ -280,15 +284,35 @@ def _write_synced(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write a small file so that readers see the old or the new content, never a mix."""
+@contextmanager
+def atomic_path(path: str | Path, *, tmp_dir: str | Path | None = None) -> Iterator[Path]:
+    """The one atomic writer: yields a temporary path to write the new content of `path` to.
+
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)          # any writer that takes a path or opens one
+
+    When the block ends normally the temporary file is fsync'd, `os.replace`d over `path` and the
+    directory is fsync'd: readers, and a crash at any point, see the old content or the new, never
+    a mix. When the block raises, the temporary file is removed and `path` is untouched.
+
+    The temporary file is the hidden sibling `.<name>.tmp-<pid>`, or has that name in `tmp_dir`
+    (same filesystem) for a writer whose crash cleanup sweeps that directory.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = (path.parent if tmp_dir is None else Path(tmp_dir)) / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_file(path.parent)  # makes the rename itself durable
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write `data` (text as UTF-8) to `path` with `atomic_path`'s guarantees."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def write_run_record(directory: str | Path, stage: str, config: dict[str, Any],

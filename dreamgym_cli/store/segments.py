@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import uuid
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dreamgym_cli.artifacts import write_atomic
+from dreamgym_cli.artifacts import atomic_path, write_atomic
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import SCHEMA_VERSION
 
@@ -112,17 +111,8 @@ def read_catalog(root: Path) -> dict[str, Any]:
 
 
 def write_catalog(root: Path, catalog: dict[str, Any]) -> None:
-    """The commit point: the new catalog replaces the old one atomically, then the dir is synced."""
+    """The commit point: the new catalog replaces the old one atomically (and the dir is synced)."""
     write_atomic(root / CATALOG, json.dumps(catalog, indent=1) + "\n")
-    fsync_dir(root)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,18 +125,16 @@ def write_segment(root: Path, table_name: str, table: pa.Table, seq: int) -> dic
     The segment is not committed until a catalog naming it replaces the old one.
     """
     name = f"seg-{seq:08d}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp_dir = root / TMP_DIR
+    tmp_dir = root / TMP_DIR  # not the table's dir: remove_uncommitted sweeps what a crash left
     tmp_dir.mkdir(exist_ok=True)
-    tmp = tmp_dir / name
-    pq.write_table(table, tmp, compression="zstd")
-    digest = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-        os.fsync(f.fileno())
     table_dir = root / table_name
-    table_dir.mkdir(exist_ok=True)
-    os.replace(tmp, table_dir / name)
+    with atomic_path(table_dir / name, tmp_dir=tmp_dir) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+        digest = hashlib.sha256()
+        with open(tmp, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+        table_dir.mkdir(exist_ok=True)
     return {"file": f"{table_name}/{name}", "rows": table.num_rows, "bytes": (table_dir / name)
             .stat().st_size, "sha256": digest.hexdigest(), "created_at": utc_now()}
 
