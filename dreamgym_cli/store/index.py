@@ -41,10 +41,11 @@ core dependency; hnswlib and faiss stay in the `bench` extra for this comparison
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from dreamgym_cli.artifacts import atomic_path, write_atomic
 
 FORMAT = "dreamgym.vector-index/1"
 METRIC = "ip"  # vectors are unit length: inner product is cosine similarity
@@ -196,19 +197,19 @@ class VectorIndex:
         (directory / "header.json").unlink(missing_ok=True)
         if self._hnsw is None:
             self._flush()
-            _atomic(directory / "ids.npy", lambda p: _save_npy(p, self._ids))
-            _atomic(directory / "vectors.npy", lambda p: _save_npy(p, self._vectors))
+            _save_npy(directory / "ids.npy", self._ids)
+            _save_npy(directory / "vectors.npy", self._vectors)
             (directory / "index.usearch").unlink(missing_ok=True)
         else:
-            _atomic(directory / "index.usearch", lambda p: self._hnsw.save(str(p)))
+            with atomic_path(directory / "index.usearch") as tmp:
+                self._hnsw.save(str(tmp))
             for stale in ("ids.npy", "vectors.npy"):
                 (directory / stale).unlink(missing_ok=True)
         header = {"format": FORMAT, "embedder": self.embedder, "dim": self.dim,
                   "count": len(self), "metric": METRIC,
                   "kind": "hnsw-usearch" if self._hnsw is not None else "exact",
                   "exact_below": self.exact_below, "expansion_search": self.expansion_search}
-        _atomic(directory / "header.json",
-                lambda p: p.write_text(json.dumps(header, indent=1), encoding="utf-8"))
+        write_atomic(directory / "header.json", json.dumps(header, indent=1))
 
     @classmethod
     def load(cls, directory: str | Path, *, embedder: str | None = None,
@@ -255,17 +256,6 @@ class VectorIndex:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
+    # a file object: np.save would append ".npy" to the temporary path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
-
-
-def _atomic(path: Path, write) -> None:
-    """Write via a temporary sibling, fsync, then rename into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

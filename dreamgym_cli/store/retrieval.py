@@ -18,7 +18,6 @@ loaded 2-core machine: p50 12 ms for one query, 38 ms for a batch of 64, vs ~0.3
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dreamgym_cli.artifacts import atomic_path
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.store.embed import DIM, Embedder, embedder_slug, get_embedder, transition_text
 from dreamgym_cli.store.index import IndexMismatch, VectorIndex
@@ -191,10 +191,8 @@ def _load(directory: Path, embedder_id: str) -> tuple[VectorIndex, np.ndarray]:
 
 def _save(directory: Path, index: VectorIndex, keys: np.ndarray) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".keys.npy.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_path(directory / "keys.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, keys, allow_pickle=False)
-    os.replace(tmp, directory / "keys.npy")
     index.save(directory)  # header last: load() checks the counts of both
 
 
