@@ -4,14 +4,13 @@ Trajectory files hold one episode per record: `.jsonl` (one JSON object per line
 `schema.py`) or `.parquet` (one row per episode; `task` and `steps` as JSON text columns, so the
 file stays readable by any Parquet reader). Task files are `.parquet` (TASK_SCHEMA) or `.jsonl`.
 
-Writers are atomic (temporary sibling, then rename); readers validate every record and raise
+Writers are atomic (`artifacts.atomic_path`); readers validate every record and raise
 `InputError` naming the file, the line (or row) and the field.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dreamgym_cli.artifacts import atomic_path
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import (
     SCHEMA_VERSION, TASK_SCHEMA, Task, episode_to_json, read_schema_version, validate_episode,
@@ -41,10 +41,6 @@ def _check_readable_file(path: Path) -> None:
     if path.is_dir():
         raise InputError("is a directory, expected a trajectory file (.jsonl or .parquet)",
                          file=path)
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,9 +159,8 @@ def write_episodes(path: str | Path, records: Iterable[EpisodeRecord]) -> int:
     """Write canonical episodes to .jsonl or .parquet atomically; returns the episode count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
     count = 0
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
             ids, texts = [], []
             for task, episode, steps in records:
@@ -181,12 +176,6 @@ def write_episodes(path: str | Path, records: Iterable[EpisodeRecord]) -> int:
                     f.write(json.dumps(episode_to_json(task, episode, steps), ensure_ascii=False))
                     f.write("\n")
                     count += 1
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return count
 
 
@@ -232,8 +221,7 @@ def write_tasks(path: str | Path, tasks: Iterable[Task]) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [t.to_row() for t in tasks]
-    tmp = _tmp(path)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
             pq.write_table(pa.Table.from_pylist(rows, schema=TASK_SCHEMA), tmp, compression="zstd")
         else:
@@ -241,8 +229,4 @@ def write_tasks(path: str | Path, tasks: Iterable[Task]) -> int:
                 for row in rows:
                     row = dict(row, spec=json.loads(row["spec"]))
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return len(rows)

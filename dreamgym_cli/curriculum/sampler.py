@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamgym_cli.artifacts import write_atomic
 from dreamgym_cli.curriculum.variance import (cluster_groups, mix_batch, reward_variance,
                                               select_seed_tasks, spread_to_members,
                                               task_priorities, zero_variance_share)
@@ -139,9 +139,7 @@ class CurriculumSampler:
     def save(self, run_dir: Path) -> None:
         """The tasks generated so far, for a resumed run (the trainer calls it at checkpoints)."""
         state = {"generated": [r.to_json() for r in self.generated if r.iteration > 0]}
-        tmp = run_dir / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, run_dir / STATE_FILE)
+        write_atomic(run_dir / STATE_FILE, json.dumps(state))
 
     def resume(self, run_dir: Path, iteration: int) -> None:
         """Back to the end of checkpointed `iteration`: rounds after it are dropped. Variances
