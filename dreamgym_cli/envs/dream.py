@@ -11,18 +11,28 @@ TextWorld). The step limit is enforced here: hitting it ends the episode as a fa
 episodes can be written to the store as `source=synthetic` (the paper's co-evolving buffer).
 
 `DreamEnv` also speaks the single-episode `Env` protocol (reset/step) for batch size 1.
+
+Public face (used by eval-em, the curriculum and serve): `predict` (transitions for given
+task/state/action queries, each with episode ids retrieval must skip), `reset_batch(..., exclude=)`,
+`is_done` / `end_episode` / `episode_steps`, `start_states`, `backend_and_tokenizer`,
+`replay_store`; `read_em_settings` / `open_experience_model` open an EM directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamgym_cli.envs.base import Observation, StepResult
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task, now_utc
+
+if TYPE_CHECKING:
+    from dreamgym_cli.experience.examples import EMSettings
+    from dreamgym_cli.experience.parser import ParsedTransition
 
 
 @dataclasses.dataclass
@@ -34,6 +44,48 @@ class _Slot:
     steps: list[dict] = dataclasses.field(default_factory=list)
     done: bool = False
     exclude: frozenset[str] = frozenset()  # episode ids retrieval must not return (eval-em)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransitionQuery:
+    """One transition to predict: `action` taken in `state` of `task`, after `history`."""
+
+    task: Task
+    state: str
+    action: str
+    history: Sequence[dict] = ()  # the episode's earlier step rows (their state and action)
+    exclude: frozenset[str] = frozenset()  # episode ids retrieval must not return
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The model's transition for one query; an invalid one once retries are spent."""
+
+    transition: ParsedTransition
+    first_try_failed: bool  # the first completion did not parse (eval-em reports how often)
+
+
+def read_em_settings(em_dir: str | Path, *, field: str | None = None) -> EMSettings:
+    """The settings of an experience-model directory; InputError when it is not one."""
+    from dreamgym_cli.experience.examples import EM_SETTINGS_FILE, EMSettings
+
+    em_dir = Path(em_dir)
+    if not (em_dir / EM_SETTINGS_FILE).is_file():
+        raise InputError(f"not an experience-model directory (no {EM_SETTINGS_FILE}); make "
+                         "one with `dreamgym train-em`", file=em_dir, field=field)
+    return EMSettings.load(em_dir)
+
+
+def open_experience_model(em_dir: str | Path, *, settings: EMSettings | None = None,
+                          field: str | None = None) -> tuple[EMSettings, Any, Any]:
+    """(settings, model, tokenizer) of an experience-model directory (settings read unless
+    given: a caller that checked them before loading the weights passes them on)."""
+    from dreamgym_cli.llm.models import load_model
+
+    if settings is None:
+        settings = read_em_settings(em_dir, field=field)
+    model, tokenizer = load_model(Path(em_dir))
+    return settings, model, tokenizer
 
 
 def admissible_from_state(text: str) -> list[str] | None:
@@ -59,19 +111,20 @@ class DreamEnv:
                  backend_options: dict | None = None, temperature: float = 0.0,
                  max_retries: int = 2, max_steps: int | None = None,
                  write_to_store: bool = False, policy_name: str = "policy", seed: int | None = None,
-                 model=None, tokenizer=None, retrieve_synthetic: bool = False):
-        from dreamgym_cli.experience.examples import EM_SETTINGS_FILE, EMSettings
+                 model=None, tokenizer=None, retrieve_synthetic: bool = False,
+                 settings: EMSettings | None = None, max_new_tokens: int | None = None):
+        """`model`/`tokenizer` (and `settings`) already loaded from `em_dir` are shared, not
+        loaded again (serve: one model for every session); `max_new_tokens` overrides the
+        model's setting."""
         from dreamgym_cli.llm.generate import open_backend
-        from dreamgym_cli.llm.models import load_model
 
         self.em_dir = Path(em_dir)
-        if not (self.em_dir / EM_SETTINGS_FILE).is_file():
-            raise InputError(f"not an experience-model directory (no {EM_SETTINGS_FILE}); make "
-                             "one with `dreamgym train-em`", file=self.em_dir)
-        self.settings = EMSettings.load(self.em_dir)
+        self.settings = settings if settings is not None else read_em_settings(self.em_dir)
+        if max_new_tokens is not None:
+            self.settings = dataclasses.replace(self.settings, max_new_tokens=max_new_tokens)
         self.store = self._open_store(store)
         if model is None:
-            model, tokenizer = load_model(self.em_dir)
+            _, model, tokenizer = open_experience_model(self.em_dir, settings=self.settings)
         self.tokenizer = tokenizer
         self.backend = open_backend(backend, model=model, tokenizer=tokenizer,
                                     **(backend_options or {}))
@@ -95,12 +148,38 @@ class DreamEnv:
 
     # ---- batch API ------------------------------------------------------------------------
 
-    def reset_batch(self, tasks: list[Task]) -> list[Observation]:
+    def reset_batch(self, tasks: list[Task],
+                    exclude: Sequence[frozenset[str]] | None = None) -> list[Observation]:
+        """Start one episode per task; `exclude[i]`: episode ids episode i's retrieval skips."""
         starts = self.initial_states(tasks)
+        skip = list(exclude) if exclude is not None else [frozenset()] * len(tasks)
+        if len(skip) != len(tasks):
+            raise ValueError(f"expected {len(tasks)} exclude sets, got {len(skip)}")
         self.slots = [_Slot(task=t, episode_id=f"dream-{uuid.uuid4().hex[:16]}", state=s,
-                            admissible=admissible_from_state(s)) for t, s in zip(tasks, starts)]
+                            admissible=admissible_from_state(s), exclude=frozenset(x))
+                      for t, s, x in zip(tasks, starts, skip)]
         return [Observation(s.state, s.admissible, {"task_id": s.task.task_id})
                 for s in self.slots]
+
+    def is_done(self, i: int) -> bool:
+        """Whether episode i of the batch is over."""
+        return self.slots[i].done
+
+    def end_episode(self, i: int) -> None:
+        """End episode i without another step (its steps stay as they are)."""
+        self.slots[i].done = True
+
+    def episode_steps(self, i: int) -> list[dict]:
+        """The step rows of episode i so far (a copy)."""
+        return list(self.slots[i].steps)
+
+    def predict(self, queries: Sequence[TransitionQuery]) -> list[Prediction]:
+        """The model's transition for each query, as a step would make it (retrieval, retries,
+        invalid after retries; counted in `metrics`), without touching the running episodes."""
+        slots = [_Slot(task=q.task, episode_id="", state=q.state, admissible=None,
+                       steps=list(q.history), exclude=frozenset(q.exclude)) for q in queries]
+        transitions, first_try_failed = self._predict(slots, [q.action for q in queries])
+        return [Prediction(t, f) for t, f in zip(transitions, first_try_failed)]
 
     def step_batch(self, actions: list[str | None]) -> list[StepResult | None]:
         """Advance every slot that is not done (its action must not be None)."""
@@ -110,7 +189,7 @@ class DreamEnv:
         for i in active:
             if actions[i] is None:
                 raise ValueError(f"slot {i} is running and needs an action")
-        parsed = self._predict([self.slots[i] for i in active], [actions[i] for i in active])
+        parsed, _ = self._predict([self.slots[i] for i in active], [actions[i] for i in active])
         results: list[StepResult | None] = [None] * len(self.slots)
         for i, p in zip(active, parsed):
             results[i] = self._advance(self.slots[i], actions[i], p)
@@ -139,11 +218,14 @@ class DreamEnv:
         return StepResult(Observation(p.next_state, admissible, info), float(p.reward),
                           bool(done), success if done else None, info)
 
-    def _predict(self, slots: list[_Slot], actions: list[str]) -> list:
+    def _predict(self, slots: list[_Slot],
+                 actions: list[str]) -> tuple[list[ParsedTransition], list[bool]]:
+        """(transition per slot, whether its first completion failed to parse)."""
         from dreamgym_cli.experience.parser import invalid_transition, parse_em_completion
 
         prompts = self._prompts(slots, actions)
         results: list[Any] = [None] * len(slots)
+        first_try_failed: list[bool] = []
         pending = list(range(len(slots)))
         for attempt in range(self.max_retries + 1):
             temperature = self.temperature if attempt == 0 else max(self.temperature, 0.7)
@@ -158,15 +240,15 @@ class DreamEnv:
                     results[i] = parsed
             if attempt > 0:
                 self.metrics["dream/retries"] += len(pending)
-            else:  # eval-em reports how often the first completion fails to parse
-                self.last_first_try_failed = [not r.valid for r in results]
+            else:
+                first_try_failed = [not r.valid for r in results]
             pending = still
             if not pending:
                 break
         for i in pending:
             self.metrics["dream/invalid"] += 1
             results[i] = invalid_transition(slots[i].state, results[i].error or "unparseable")
-        return results
+        return results, first_try_failed
 
     def _prompts(self, slots: list[_Slot], actions: list[str]) -> list[list[int]]:
         from dreamgym_cli.experience.prompt import build_em_prompt
@@ -201,7 +283,21 @@ class DreamEnv:
                                   temperature=temperature, seed=seed)
         return [c[0].text for c in self.backend.generate(prompts, params)]
 
-    # ---- initial states -------------------------------------------------------------------
+    # ---- initial states, the model and the store (for the curriculum and the trainer) ------
+
+    def start_states(self, tasks: Sequence[Task]) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """{task_id: (state, admissible)}: where this env would start each task."""
+        starts = self.initial_states(list(tasks))
+        return {t.task_id: (s, tuple(admissible_from_state(s) or ())) for t, s in
+                zip(tasks, starts)}
+
+    def backend_and_tokenizer(self) -> tuple[Any, Any]:
+        """The experience model's generation backend and tokenizer (the weights in memory)."""
+        return self.backend, self.tokenizer
+
+    def replay_store(self):
+        """The replay store this env retrieves from (and writes to), or None."""
+        return self.store
 
     def initial_states(self, tasks: list[Task]) -> list[str]:
         """Each task's initial real state: from the store, else from a reset of its real env."""
@@ -228,10 +324,10 @@ class DreamEnv:
         return self._initial_cache
 
     def _reset_real(self, task: Task) -> str:
-        from dreamgym_cli.envs.registry import make_env
+        from dreamgym_cli.envs.real import make_real_env
 
         try:
-            env = make_env(task.env)
+            env = make_real_env(task.env)
         except InputError:
             raise InputError(f"task {task.task_id!r} has no known initial state: the store holds "
                              "no real episode of it and its env cannot be reset here",

@@ -2,7 +2,8 @@
 
 Two kinds of names: plain names (`textworld`) and prefixed names whose part after the colon is an
 argument (`dream:<EM_DIR>`, `agentgym:<name>@<url>`). Each maps to a factory that imports its
-adapter only when called, so importing this module is cheap and nothing registers itself.
+adapter only when called, so importing this module is cheap and nothing registers itself. The real
+envs' factories live in `real.py`; this module adds the dream env on top of them.
 Callers only ever use `make_env(name, **kwargs)` or `env_for_task(task, **kwargs)`.
 """
 
@@ -12,43 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from dreamgym_cli.envs.base import Env
+from dreamgym_cli.envs.real import PLAIN, PREFIXED
 from dreamgym_cli.errors import unknown_name
 from dreamgym_cli.schema import Task
 
-
-def _textworld(**kwargs: Any) -> Env:
-    from dreamgym_cli.envs.textworld import TextWorldEnv
-
-    return TextWorldEnv(**kwargs)
-
-
-def _miniwob(**kwargs: Any) -> Env:
-    from dreamgym_cli.envs.miniwob import MiniWoBEnv
-
-    return MiniWoBEnv(**kwargs)
-
-
-def _scienceworld(**kwargs: Any) -> Env:
-    from dreamgym_cli.envs.scienceworld import ScienceWorldEnv
-
-    return ScienceWorldEnv(**kwargs)
-
-
-def _babyai(**kwargs: Any) -> Env:
-    from dreamgym_cli.envs.babyai import BabyAIEnv
-
-    return BabyAIEnv(**kwargs)
-
-
-# name -> factory(**kwargs)
-_PLAIN: dict[str, Callable[..., Env]] = {
-    "textworld": _textworld,
-    "miniwob": _miniwob,
-    "scienceworld": _scienceworld,
-    "babyai": _babyai,
-    "webarena": lambda **kw: __import__("dreamgym_cli.envs.webarena").envs.webarena.make(**kw),
-    "alfworld": lambda **kw: __import__("dreamgym_cli.envs.alfworld").envs.alfworld.make(**kw),
-}
+DREAM_PREFIX = "dream"
 
 
 def _dream(em_dir: str, **kwargs: Any) -> Env:
@@ -58,15 +27,18 @@ def _dream(em_dir: str, **kwargs: Any) -> Env:
 
 
 # prefix -> factory(argument, **kwargs), for names written `prefix:argument`
-_PREFIXED: dict[str, Callable[..., Env]] = {
-    "dream": _dream,
-    "agentgym": lambda a, **kw: __import__("dreamgym_cli.envs.agentgym").envs.agentgym.make(a, **kw),
-}
+_PREFIXED: dict[str, Callable[..., Env]] = {DREAM_PREFIX: _dream, **PREFIXED}
 
 
 def available_envs() -> list[str]:
     """Every accepted name; prefixed forms shown as `prefix:...`."""
-    return sorted(_PLAIN) + sorted(f"{p}:..." for p in _PREFIXED)
+    return sorted(PLAIN) + sorted(f"{p}:..." for p in _PREFIXED)
+
+
+def is_dream_name(name: str) -> bool:
+    """Whether `name` names the dream env (`dream:<EM_DIR>`), read as `make_env` reads it."""
+    prefix, colon, _ = name.partition(":")
+    return bool(colon) and prefix == DREAM_PREFIX
 
 
 def make_env(name: str, **kwargs: Any) -> Env:
@@ -74,8 +46,8 @@ def make_env(name: str, **kwargs: Any) -> Env:
     prefix, colon, argument = name.partition(":")
     if colon and prefix in _PREFIXED:
         return _PREFIXED[prefix](argument, **kwargs)
-    if not colon and name in _PLAIN:
-        return _PLAIN[name](**kwargs)
+    if not colon and name in PLAIN:
+        return PLAIN[name](**kwargs)
     raise unknown_name("environment", name, available_envs(), field="env")
 
 

@@ -110,24 +110,23 @@ def run(config: EvalEMConfig, progress=None) -> dict[str, Any]:
 
 
 def _single_step(env, episodes, batch_size: int, progress) -> list[dict]:
-    from dreamgym_cli.envs.dream import _Slot, admissible_from_state
+    from dreamgym_cli.envs.dream import TransitionQuery, admissible_from_state
     from dreamgym_cli.schema import Task
 
     items = []
     for task_row, episode, steps in episodes:
         task = Task.from_row(task_row)
         for i, s in enumerate(steps):
-            slot = _Slot(task=task, episode_id=episode["episode_id"], state=s["state"],
-                         admissible=s["admissible"], steps=list(steps[:i]),
-                         exclude=frozenset({episode["episode_id"]}))
-            items.append((slot, s))
+            query = TransitionQuery(task=task, state=s["state"], action=s["action"],
+                                    history=steps[:i], exclude=frozenset({episode["episode_id"]}))
+            items.append((query, s))
     rows = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        predictions = env._predict([slot for slot, _ in chunk], [s["action"] for _, s in chunk])
-        first_try = env.last_first_try_failed
-        for (slot, gold), pred, failed_first in zip(chunk, predictions, first_try):
-            rows.append(_compare(gold, pred, failed_first, admissible_from_state))
+        predictions = env.predict([query for query, _ in chunk])
+        for (_, gold), pred in zip(chunk, predictions):
+            rows.append(_compare(gold, pred.transition, pred.first_try_failed,
+                                 admissible_from_state))
         if progress is not None:
             progress(min(start + batch_size, len(items)), len(items), {})
     return rows
@@ -160,23 +159,22 @@ def _multi_step(env, episodes, batch_size: int) -> list[dict]:
     for start in range(0, len(episodes), batch_size):
         chunk = episodes[start:start + batch_size]
         tasks = [Task.from_row(t) for t, _, _ in chunk]
-        env.reset_batch(tasks)
-        for slot, (_, episode, _) in zip(env.slots, chunk):
-            slot.exclude = frozenset({episode["episode_id"]})
+        env.reset_batch(tasks, exclude=[frozenset({episode["episode_id"]})
+                                        for _, episode, _ in chunk])
         actions = [[s["action"] for s in steps] for _, _, steps in chunk]
         returns = [0.0] * len(chunk)
         for t in range(max(len(a) for a in actions)):
-            step_actions = [None if env.slots[i].done else
+            step_actions = [None if env.is_done(i) else
                             (a[t] if t < len(a) else None) for i, a in enumerate(actions)]
             for i, a in enumerate(step_actions):  # real episode over but dream one is not
-                if a is None and not env.slots[i].done:
-                    env.slots[i].done = True
+                if a is None and not env.is_done(i):
+                    env.end_episode(i)
             results = env.step_batch(step_actions)
             for i, r in enumerate(results):
                 if r is not None:
                     returns[i] += r.reward
         for i, (_, episode, steps) in enumerate(chunk):
-            dream_steps = env.slots[i].steps
+            dream_steps = env.episode_steps(i)
             dream_success = bool(dream_steps and dream_steps[-1]["done"] and
                                  dream_steps[-1]["success"])
             out.append({"episode_id": episode["episode_id"], "real_success": bool(episode["success"]),

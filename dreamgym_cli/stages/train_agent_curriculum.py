@@ -1,8 +1,8 @@
 """train-agent's curriculum: the sampler wired to the dream env, and its part of the run report.
 
 In a dream env the experience model that simulates the episodes also writes the task variations
-(`em_candidate_generator(env.backend, env.tokenizer)`: the same weights in memory) and knows each
-task's initial state (`env.initial_states`). A real env cannot start a generated task, so there
+(`em_candidate_generator(*env.backend_and_tokenizer())`: the same weights in memory) and knows
+each task's initial state (`env.start_states`). A real env cannot start a generated task, so there
 the curriculum is off (one line on stderr, `curriculum/enabled = 0` in the metrics) and the batch
 is uniform, as with `--no-curriculum`; the variance metrics are measured either way.
 """
@@ -41,21 +41,9 @@ def make_sampler(config, env, pool, dream: bool):
     if enabled:
         from dreamgym_cli.curriculum.variation import em_candidate_generator
 
-        generate = em_candidate_generator(env.backend, env.tokenizer)
-        states = dream_initial_states(env)
+        generate = em_candidate_generator(*env.backend_and_tokenizer())
+        states = env.start_states
     return CurriculumSampler(pool, settings, generate=generate, initial_states=states)
-
-
-def dream_initial_states(env):
-    """{task_id: (state, admissible)} of the seeds, where the dream env would start them."""
-    from dreamgym_cli.envs.dream import admissible_from_state
-
-    def states(tasks) -> dict[str, tuple[str, tuple[str, ...]]]:
-        starts = env.initial_states(list(tasks))
-        return {t.task_id: (s, tuple(admissible_from_state(s) or ())) for t, s in
-                zip(tasks, starts)}
-
-    return states
 
 
 def curriculum_report(sampler, out_dir: Path, status: str) -> tuple[dict[str, Any], dict]:

@@ -1,0 +1,69 @@
+"""Real environments by name: the adapters `make_env` builds for a plain or `agentgym:` name.
+
+Split from `registry.py` so the dream env can reset a task's real env (to learn its initial state)
+without importing the registry that builds the dream env itself. Each factory imports its adapter
+only when called; nothing registers itself. Callers outside `envs/` use `registry.make_env`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dreamgym_cli.envs.base import Env
+from dreamgym_cli.errors import unknown_name
+
+
+def _textworld(**kwargs: Any) -> Env:
+    from dreamgym_cli.envs.textworld import TextWorldEnv
+
+    return TextWorldEnv(**kwargs)
+
+
+def _miniwob(**kwargs: Any) -> Env:
+    from dreamgym_cli.envs.miniwob import MiniWoBEnv
+
+    return MiniWoBEnv(**kwargs)
+
+
+def _scienceworld(**kwargs: Any) -> Env:
+    from dreamgym_cli.envs.scienceworld import ScienceWorldEnv
+
+    return ScienceWorldEnv(**kwargs)
+
+
+def _babyai(**kwargs: Any) -> Env:
+    from dreamgym_cli.envs.babyai import BabyAIEnv
+
+    return BabyAIEnv(**kwargs)
+
+
+# name -> factory(**kwargs)
+PLAIN: dict[str, Callable[..., Env]] = {
+    "textworld": _textworld,
+    "miniwob": _miniwob,
+    "scienceworld": _scienceworld,
+    "babyai": _babyai,
+    "webarena": lambda **kw: __import__("dreamgym_cli.envs.webarena").envs.webarena.make(**kw),
+    "alfworld": lambda **kw: __import__("dreamgym_cli.envs.alfworld").envs.alfworld.make(**kw),
+}
+
+# prefix -> factory(argument, **kwargs), for names written `prefix:argument`
+PREFIXED: dict[str, Callable[..., Env]] = {
+    "agentgym": lambda a, **kw: __import__("dreamgym_cli.envs.agentgym").envs.agentgym.make(a, **kw),
+}
+
+
+def real_env_names() -> list[str]:
+    """Every accepted real-env name; prefixed forms shown as `prefix:...`."""
+    return sorted(PLAIN) + sorted(f"{p}:..." for p in PREFIXED)
+
+
+def make_real_env(name: str, **kwargs: Any) -> Env:
+    """A new real env for `name`; InputError (with did-you-mean) for a name that is not one."""
+    prefix, colon, argument = name.partition(":")
+    if colon and prefix in PREFIXED:
+        return PREFIXED[prefix](argument, **kwargs)
+    if not colon and name in PLAIN:
+        return PLAIN[name](**kwargs)
+    raise unknown_name("environment", name, real_env_names(), field="env")

@@ -1,0 +1,111 @@
+"""The dream env's public face (predict, exclude, episode accessors, start states, EM opening) and
+the env registry's dream names, on a tiny real model saved as an experience-model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dreamgym_cli.errors import InputError
+from dreamgym_cli.schema import Task
+
+STATE = "Location: kitchen\nYou see a key.\nActions: look | take key | go north"
+
+
+@pytest.fixture(scope="module")
+def em_dir(tmp_path_factory) -> Path:
+    """An EM dir in seconds: an untrained tiny model and settings without a store."""
+    from dreamgym_cli.experience.examples import EMSettings
+    from dreamgym_cli.llm.models import save_model
+    from dreamgym_cli.llm.tiny import build_tiny
+
+    out = tmp_path_factory.mktemp("em") / "EM"
+    model, tokenizer = build_tiny("tiny:1m", [STATE, "<next_state>look</next_state> reward 0"] * 8)
+    save_model(model, tokenizer, out)
+    EMSettings(retrieval_k=0, max_new_tokens=12, max_length=256).save(out)
+    return out
+
+
+def tasks(n: int) -> list[Task]:
+    return [Task(task_id=f"t{i}", env="textworld", instruction=f"find the key {i}",
+                 spec={"initial_state": STATE, "max_steps": 2}) for i in range(n)]
+
+
+def test_predict_matches_the_step_it_stands_for(em_dir):
+    from dreamgym_cli.envs.dream import DreamEnv, TransitionQuery
+
+    stepping = DreamEnv(em_dir, max_retries=1, seed=5)
+    stepping.reset_batch(tasks(2))
+    results = stepping.step_batch(["look", "take key"])
+    predicting = DreamEnv(em_dir, max_retries=1, seed=5)
+    predictions = predicting.predict([TransitionQuery(task=t, state=STATE, action=a,
+                                                      exclude=frozenset({"e1"}))
+                                      for t, a in zip(tasks(2), ["look", "take key"])])
+    assert [p.transition.next_state for p in predictions] == \
+        [r.observation.text for r in results]
+    assert [p.transition.reward for p in predictions] == [r.reward for r in results]
+    assert all(isinstance(p.first_try_failed, bool) for p in predictions)
+    for key in ("dream/retries", "dream/invalid"):  # counted alike (steps: only by stepping)
+        assert predicting.metrics[key] == stepping.metrics[key]
+    assert predicting.slots == []  # no episode was started
+    stepping.close()
+    predicting.close()
+
+
+def test_episode_accessors_and_exclude(em_dir):
+    from dreamgym_cli.envs.dream import DreamEnv
+
+    env = DreamEnv(em_dir, max_retries=0, seed=0)
+    with pytest.raises(ValueError, match="exclude"):
+        env.reset_batch(tasks(2), exclude=[frozenset()])
+    env.reset_batch(tasks(2), exclude=[frozenset({"a"}), frozenset({"b"})])
+    assert [s.exclude for s in env.slots] == [frozenset({"a"}), frozenset({"b"})]
+    assert not env.is_done(0) and env.episode_steps(0) == []
+    env.end_episode(1)
+    assert env.is_done(1)
+    env.step_batch(["look", None])
+    steps = env.episode_steps(0)
+    assert len(steps) == 1 and steps[0]["action"] == "look" and steps[0]["state"] == STATE
+    steps.clear()  # a copy: the episode keeps its steps
+    assert len(env.episode_steps(0)) == 1 and env.episode_steps(1) == []
+    env.close()
+
+
+def test_start_states_model_and_store(em_dir):
+    from dreamgym_cli.envs.dream import DreamEnv
+
+    env = DreamEnv(em_dir, max_retries=0)
+    starts = env.start_states(tasks(2))
+    assert starts == {f"t{i}": (STATE, ("look", "take key", "go north")) for i in range(2)}
+    backend, tokenizer = env.backend_and_tokenizer()
+    assert backend is env.backend and tokenizer is env.tokenizer
+    assert env.replay_store() is None
+    env.close()
+
+
+def test_open_experience_model_and_shared_weights(em_dir, tmp_path):
+    from dreamgym_cli.envs.dream import DreamEnv, open_experience_model, read_em_settings
+
+    with pytest.raises(InputError, match="not an experience-model directory") as info:
+        read_em_settings(tmp_path, field="em")
+    assert info.value.file == str(tmp_path) and info.value.field == "em"
+    settings, model, tokenizer = open_experience_model(em_dir)
+    assert settings == read_em_settings(em_dir) and settings.max_new_tokens == 12
+    env = DreamEnv(em_dir, settings=settings, model=model, tokenizer=tokenizer,
+                   max_new_tokens=4, max_retries=0)
+    assert env.settings.max_new_tokens == 4 and settings.max_new_tokens == 12
+    assert env.backend_and_tokenizer()[1] is tokenizer
+    env.close()
+
+
+def test_dream_names_and_real_envs():
+    from dreamgym_cli.envs.real import make_real_env, real_env_names
+    from dreamgym_cli.envs.registry import available_envs, is_dream_name
+
+    assert is_dream_name("dream:EM") and not is_dream_name("textworld")
+    assert not is_dream_name("dreamland") and not is_dream_name("agentgym:dream@x")
+    assert "dream:..." in available_envs() and "dream:..." not in real_env_names()
+    assert set(real_env_names()) < set(available_envs())
+    with pytest.raises(InputError, match="unknown environment"):
+        make_real_env("dream:EM")  # the dream env never resets a task's start from a dream
