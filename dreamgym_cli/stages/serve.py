@@ -70,7 +70,9 @@ class ServeConfig:
         if (self.em is None) == (self.env is None):
             raise InputError("give either --em EM (the dream env) or --env NAME (a real env)",
                              field="em")
-        if self.env is not None and self.env.startswith("dream:"):
+        from dreamgym_cli.envs.registry import is_dream_name
+
+        if self.env is not None and is_dream_name(self.env):
             object.__setattr__(self, "em", Path(self.env.split(":", 1)[1]))
             object.__setattr__(self, "env", None)
         for name in ("em", "tasks", "store", "item_ids"):
@@ -108,14 +110,10 @@ class ServeConfig:
 
 def _dream_parts(config: ServeConfig) -> tuple[Callable[[], Any], list[Task], str, str]:
     """(env factory, tasks, env name, description) for the dream env; one model, shared."""
-    from dreamgym_cli.envs.dream import DreamEnv
-    from dreamgym_cli.experience.examples import EM_SETTINGS_FILE, EMSettings
+    from dreamgym_cli.envs.dream import DreamEnv, open_experience_model, read_em_settings
     from dreamgym_cli.store import ReplayStore
 
-    if not (config.em / EM_SETTINGS_FILE).is_file():
-        raise InputError(f"not an experience-model directory (no {EM_SETTINGS_FILE}); make one "
-                         "with `dreamgym train-em`", file=config.em, field="em")
-    settings = EMSettings.load(config.em)
+    settings = read_em_settings(config.em, field="em")
     store_path = config.store or (Path(settings.store) if settings.store else None)
     if store_path is not None and not store_path.is_dir():
         raise InputError("replay store not found", file=store_path, field="store")
@@ -131,17 +129,13 @@ def _dream_parts(config: ServeConfig) -> tuple[Callable[[], Any], list[Task], st
                              "pass --tasks", file=store_path, field="env_name")
     else:
         raise InputError("the model records no replay store: pass --tasks", field="tasks")
-    from dreamgym_cli.llm.models import load_model
-
-    model, tokenizer = load_model(config.em)
+    settings, model, tokenizer = open_experience_model(config.em, settings=settings)
 
     def factory() -> DreamEnv:
-        env = DreamEnv(config.em, store=store, model=model, tokenizer=tokenizer,
-                       max_steps=config.max_steps, max_retries=config.max_retries,
-                       policy_name="serve")
-        if config.max_new_tokens is not None:
-            env.settings = dataclasses.replace(env.settings, max_new_tokens=config.max_new_tokens)
-        return env
+        return DreamEnv(config.em, store=store, model=model, tokenizer=tokenizer,
+                        settings=settings, max_new_tokens=config.max_new_tokens,
+                        max_steps=config.max_steps, max_retries=config.max_retries,
+                        policy_name="serve")
 
     return factory, tasks, config.env_name or tasks[0].env, f", dream model {config.em}"
 
