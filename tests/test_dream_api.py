@@ -109,3 +109,13 @@ def test_dream_names_and_real_envs():
     assert set(real_env_names()) < set(available_envs())
     with pytest.raises(InputError, match="unknown environment"):
         make_real_env("dream:EM")  # the dream env never resets a task's start from a dream
+
+
+def test_batch_envs_speak_the_batch_protocol():
+    from dreamgym_cli.envs.base import BatchEnv, Env
+    from dreamgym_cli.envs.dream import DreamEnv
+    from dreamgym_cli.envs.vector import VectorEnv
+
+    for cls in (DreamEnv, VectorEnv):
+        assert issubclass(cls, BatchEnv), cls
+    assert issubclass(DreamEnv, Env)  # and the single-episode protocol, for batch size 1

@@ -1,4 +1,5 @@
-"""What every environment speaks: `Observation`, `StepResult` and the `Env` protocol (DESIGN §5).
+"""What every environment speaks: `Observation`, `StepResult`, the `Env` protocol (DESIGN §5) and
+the `BatchEnv` protocol of envs that run a batch of episodes.
 
 Real adapters (TextWorld, ...) and the dream env implement the same three methods, and render the
 same **abstract state** text, so a policy cannot tell them apart (sim-to-real depends on it).
@@ -39,6 +40,18 @@ class Env(Protocol):
     def reset(self, task: Task) -> Observation: ...
 
     def step(self, action: str) -> StepResult: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchEnv(Protocol):
+    """Episodes advanced together (the dream env, `VectorEnv`, the Ray envs): `step_batch` takes
+    one action per episode (None for one that is over) and answers None for those."""
+
+    def reset_batch(self, tasks: list[Task]) -> list[Observation]: ...
+
+    def step_batch(self, actions: list[str | None]) -> list[StepResult | None]: ...
 
     def close(self) -> None: ...
 
