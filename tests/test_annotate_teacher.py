@@ -107,7 +107,7 @@ def latest_manifest(store: Path) -> dict:
 @pytest.mark.slow
 def test_teacher_annotates_each_episode_once_and_stays_apart_from_rules(store_and_server,
                                                                         run_cli):
-    from dreamgym_cli.stages.annotate import ANNOTATIONS, load_reasoning
+    from dreamgym_cli.experience.episodes import ANNOTATIONS, load_reasoning
     from dreamgym_cli.store import ReplayStore
 
     store_dir, url = store_and_server

@@ -285,7 +285,7 @@ def test_task_generation_pairs_answer_with_sibling_tasks_of_the_same_start(workd
     that start from the same state (all tw-simple games start in the same bedroom)."""
     from dreamgym_cli.curriculum.variation import (build_task_prompt, parse_candidate,
                                                    task_generation_pairs)
-    from dreamgym_cli.stages.train_em import load_real_episodes
+    from dreamgym_cli.experience.episodes import load_real_episodes
     from dreamgym_cli.store import ReplayStore
 
     episodes = load_real_episodes(ReplayStore.open(workdir / "S"))

@@ -39,7 +39,7 @@ def em_dir(em_workdir) -> Path:
 
 
 def test_annotate_fills_every_real_transition_once(em_workdir, run_cli):
-    from dreamgym_cli.stages.annotate import load_reasoning
+    from dreamgym_cli.experience.episodes import load_reasoning
     from dreamgym_cli.store import ReplayStore
 
     store = ReplayStore.open(em_workdir / "S")

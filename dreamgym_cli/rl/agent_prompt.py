@@ -69,6 +69,13 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def answer_text(action: str, thought: str | None, think: bool) -> str:
+    """The answer the policy should give: what `parse_action` reads back as `action`."""
+    if think:
+        return f"<think>{(thought or '').strip()}</think>\n<action>{action}</action>"
+    return f"<action>{action}</action>"
+
+
 def parse_action(completion: str) -> ParsedAction:
     """The action in a policy completion; never raises.
 

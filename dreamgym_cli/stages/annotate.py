@@ -12,7 +12,7 @@ says which ran):
   only for episodes not yet annotated by that teacher), requests are rate-limited and retried.
 
 Segments are immutable, so reasoning lives in an `annotations` table keyed by the step's content
-hash; readers overlay it on the steps (`load_reasoning`). A step that already carries reasoning
+hash; readers overlay it on the steps (`experience.episodes.load_reasoning`). A step that already carries reasoning
 (ingested with it) is left alone.
 """
 
@@ -33,8 +33,8 @@ import pyarrow as pa
 from dreamgym_cli.artifacts import write_run_record
 from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.errors import InputError
+from dreamgym_cli.experience.episodes import ANNOTATIONS
 
-ANNOTATIONS = "annotations"
 RULES_ANNOTATOR = "rules-v1"
 ANNOTATION_SCHEMA = pa.schema([
     pa.field("content_hash", pa.string(), nullable=False),  # the step's
@@ -76,20 +76,6 @@ class AnnotateConfig:
         if self.teacher_url is None:
             return RULES_ANNOTATOR
         return f"teacher:{self.teacher_model}@{self.teacher_url}"
-
-
-def load_reasoning(store) -> dict[str, str]:
-    """step content_hash -> reasoning, the latest annotation winning."""
-    table = store.read_table(ANNOTATIONS)
-    if table is None or table.num_rows == 0:
-        return {}
-    table = table.sort_by([("created_at", "ascending")])
-    out: dict[str, str] = {}
-    for h, r in zip(table.column("content_hash").to_pylist(),
-                    table.column("reasoning").to_pylist()):
-        if r:
-            out[h] = r
-    return out
 
 
 def _done_keys(store, annotator: str) -> tuple[set[str], set[str]]:

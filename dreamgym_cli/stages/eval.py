@@ -124,7 +124,7 @@ def _evaluate(config: EvalConfig, progress) -> tuple[dict[str, Any], list]:
     from dreamgym_cli.llm.generate import open_backend
     from dreamgym_cli.rl.policy import load_policy
     from dreamgym_cli.rl.rollout import RolloutSettings, is_dream_env, open_batch_env, run_rollouts
-    from dreamgym_cli.stages.train_agent_rl import read_task_pool, tasks_env
+    from dreamgym_cli.rl.task_pool import read_task_pool, tasks_env
 
     tasks = read_task_pool(config.tasks)
     env_name = config.env or tasks_env(tasks, config.tasks)

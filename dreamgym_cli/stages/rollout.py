@@ -47,7 +47,7 @@ def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
                                          is_dream_env, open_batch_env, rollout_metrics,
                                          run_rollouts)
     from dreamgym_cli.artifacts import write_run_record
-    from dreamgym_cli.stages.train_agent_rl import read_task_pool, tasks_env
+    from dreamgym_cli.rl.task_pool import read_task_pool, tasks_env
     from dreamgym_cli.store import ReplayStore
 
     PolicySettings.load(config.policy)

@@ -22,7 +22,6 @@ are in `generated_tasks.jsonl` of the policy directory and, with their parents, 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +200,3 @@ def run(config: TrainAgentConfig, progress=None) -> dict[str, Any]:
         manifest = run_.commit(metrics=metrics, extra=extra)
     distributed.done()
     return {"out": str(config.out), "skipped": False, **manifest["metrics"]}
-
-
-def checkpoint_dir(config: TrainAgentConfig) -> Path:
-    return config.out.with_name(f".{config.out.name}.checkpoints")
-
-
-def policy_name(config: TrainAgentConfig) -> str:
-    return config.out.name
-
-
-def remove_checkpoints(config: TrainAgentConfig) -> None:
-    shutil.rmtree(checkpoint_dir(config), ignore_errors=True)

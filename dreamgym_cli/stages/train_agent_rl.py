@@ -7,29 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from dreamgym_cli.errors import InputError
-
-
-def tasks_env(tasks, file: Path) -> str:
-    envs = sorted({t.env for t in tasks})
-    if len(envs) != 1:
-        raise InputError(f"the tasks name {len(envs)} envs ({', '.join(envs)}); pass --env",
-                         file=file, field="env")
-    return envs[0]
-
-
-def read_task_pool(path: Path):
-    from dreamgym_cli.trajectories import read_tasks
-
-    tasks = read_tasks(path)
-    if not tasks:
-        raise InputError("the task file has no tasks", file=path)
-    return tasks
+from dreamgym_cli.rl.task_pool import read_task_pool, tasks_env
 
 
 def corpus_from_env(env, tasks) -> list[str]:
     """Texts a tiny base's tokenizer learns from when there is no store: the first prompts."""
-    from dreamgym_cli.rl.agent_prompt import build_agent_prompt
-    from dreamgym_cli.stages.train_agent_sft import answer_text
+    from dreamgym_cli.rl.agent_prompt import answer_text, build_agent_prompt
 
     texts = []
     for task, obs in zip(tasks, env.reset_batch(list(tasks))):
@@ -64,10 +47,9 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     from dreamgym_cli.rl.rollout import RolloutSettings, is_dream_env, open_batch_env
     from dreamgym_cli.rl.trainer import make_learner, train
     from dreamgym_cli.rl.value_head import load_value_head
-    from dreamgym_cli.stages.train_agent import checkpoint_dir, policy_name, remove_checkpoints
+    from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, remove_checkpoints
     from dreamgym_cli.stages.train_agent_curriculum import (curriculum_report,
                                                             curriculum_status, make_sampler)
-    from dreamgym_cli.stages.train_agent_sft import load_start_model
 
     pool = read_task_pool(config.tasks)
     env_name = config.env or tasks_env(pool, config.tasks)
@@ -84,7 +66,7 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     store = _open_store(config.store)
     env = open_batch_env(env_name, max_steps=config.max_steps_per_episode,
                          workers=config.workers, store=store, seed=config.seed,
-                         policy_name=policy_name(config),
+                         policy_name=config.out.name,
                          retrieve_synthetic=config.retrieve_synthetic,
                          ray=config.ray)
     validation = None
@@ -103,8 +85,8 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
                                   action_interface=config.action_interface)
         enrich_store = store if store is not None else getattr(env, "store", None)
         on_episodes = _enricher(enrich_store, "synthetic" if dream else "real",
-                                policy_name(config)) if config.enrich else None
-        run_dir = checkpoint_dir(config)
+                                config.out.name) if config.enrich else None
+        run_dir = checkpoint_dir(config.out)
         sampler = make_sampler(config, env, pool, dream)
         validation = _validator(config, learner, rollout)
         summary = train(learner, env, pool, rl, rollout, run_dir=run_dir, resume=config.resume,
@@ -118,7 +100,7 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     curriculum_metrics, curriculum_extra = curriculum_report(
         sampler, out_dir, curriculum_status(config, dream))
     shutil.copyfile(run_dir / "metrics.jsonl", out_dir / "metrics.jsonl")
-    remove_checkpoints(config)
+    remove_checkpoints(config.out)
     metrics = {k: v for k, v in (summary["last"] or {}).items() if k != "real_steps_used"}
     metrics.update({"iterations_run": summary["iterations_run"],
                     "real_steps_used": summary["real_steps_used"], "env": env_name,

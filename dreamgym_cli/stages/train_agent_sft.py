@@ -1,59 +1,13 @@
-"""train-agent's start model and its `sft` algorithm (behaviour cloning on real episodes)."""
+"""train-agent's `sft` algorithm (behaviour cloning on real episodes)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from dreamgym_cli.errors import InputError
-
-
-def policy_settings(config, base: Any = None):
-    """The output's PolicySettings: the init policy's, overridden by what the config sets."""
-    from dreamgym_cli.rl.policy import PolicySettings
-
-    base = base or PolicySettings()
-    return PolicySettings(
-        think=base.think if config.think is None else config.think,
-        history_budget_tokens=(base.history_budget_tokens if config.history_budget_tokens is None
-                               else config.history_budget_tokens),
-        max_new_tokens=base.max_new_tokens if config.max_new_tokens is None
-        else config.max_new_tokens,
-        made_by={"algo": config.algo, "init": str(config.init) if config.init else None,
-                 "base": config.base, "env": config.env, "seed": config.seed,
-                 "parent": base.made_by or None},
-    )
-
-
-def load_start_model(config, texts: Callable[[], list[str]]):
-    """(model, tokenizer, settings, tiny) from --init or --base; `texts` trains a tiny tokenizer."""
-    from dreamgym_cli.llm.models import LoraSettings, load_model
-    from dreamgym_cli.llm.tiny import is_tiny_spec
-    from dreamgym_cli.rl.policy import PolicySettings, load_policy
-
-    if config.init is not None:
-        model, tokenizer, saved = load_policy(config.init)
-        return model, tokenizer, policy_settings(config, saved), _is_tiny_origin(model)
-    tiny = is_tiny_spec(config.base)
-    lora = None if tiny or config.full else LoraSettings(r=config.lora_r, alpha=config.lora_alpha)
-    model, tokenizer = load_model(config.base, texts=texts() if tiny else None, lora=lora,
-                                  full=config.full or tiny, seed=config.seed)
-    return model, tokenizer, policy_settings(config, PolicySettings()), tiny
-
-
-def _is_tiny_origin(model) -> bool:
-    """Whether a loaded policy descends from a tiny model (they take larger learning rates)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    info = getattr(inner, "_dreamgym_info", None) or {}
-    return str(info.get("origin", "")).startswith("tiny:")
-
-
-def answer_text(action: str, thought: str | None, think: bool) -> str:
-    """The answer the policy should give: what `parse_action` reads back as `action`."""
-    if think:
-        return f"<think>{(thought or '').strip()}</think>\n<action>{action}</action>"
-    return f"<action>{action}</action>"
+from dreamgym_cli.rl.agent_prompt import answer_text
+from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, policy_settings, \
+    remove_checkpoints
 
 
 def sft_pairs(episodes, settings, count_tokens) -> list[tuple[str, str]]:
@@ -105,7 +59,7 @@ def select_sft_episodes(episodes: list, which: str) -> list:
 
 
 def sft_episodes(config) -> list:
-    from dreamgym_cli.stages.train_em import load_real_episodes
+    from dreamgym_cli.experience.episodes import load_real_episodes
     from dreamgym_cli.store import ReplayStore
 
     episodes = select_sft_episodes(load_real_episodes(ReplayStore.open(config.store)),
@@ -120,8 +74,7 @@ def sft_episodes(config) -> list:
 def train_sft(config, out_dir: Path, progress) -> tuple[dict, dict]:
     from dreamgym_cli.llm import sft
     from dreamgym_cli.rl.policy import save_policy, token_counter
-    from dreamgym_cli.stages.train_agent import checkpoint_dir, remove_checkpoints
-    from dreamgym_cli.stages.train_em import split_episodes
+    from dreamgym_cli.experience.episodes import split_episodes
 
     episodes = sft_episodes(config)
     settings = policy_settings(config)
@@ -143,12 +96,12 @@ def train_sft(config, out_dir: Path, progress) -> tuple[dict, dict]:
     from dreamgym_cli.scale.distributed import current
 
     metrics = sft.train(model, tokenizer, examples["train"], examples["heldout"], sft_settings,
-                        checkpoint_dir=checkpoint_dir(config), resume=config.resume,
+                        checkpoint_dir=checkpoint_dir(config.out), resume=config.resume,
                         progress=progress, dist=current())
     if out_dir is None:  # a rank > 0 of a multi-process launch: rank 0 saves
         return metrics, {}
     save_policy(model, tokenizer, out_dir, settings)
-    remove_checkpoints(config)
+    remove_checkpoints(config.out)
     curve = metrics.pop("curve")
     metrics.update({"episodes": len(episodes), "train_episodes": len(train_eps),
                     "heldout_episodes": len(held_eps)})

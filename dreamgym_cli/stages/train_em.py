@@ -14,7 +14,6 @@ prompt answered with a real task that starts from the same state); 0 leaves them
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from dreamgym_cli.artifacts import ArtifactRun
 from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.errors import InputError
+from dreamgym_cli.experience.episodes import load_real_episodes, split_episodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,37 +68,6 @@ class TrainEMConfig:
             if not ok:
                 raise InputError(f"expected {expected}, got {getattr(self, field)!r}",
                                  field=field)
-
-
-def is_heldout(episode_id: str, fraction: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}:{episode_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
-def split_episodes(episodes: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, heldout) by episode; at least one of each when there are two or more episodes."""
-    train = [e for e in episodes if not is_heldout(e[1]["episode_id"], fraction, seed)]
-    held = [e for e in episodes if is_heldout(e[1]["episode_id"], fraction, seed)]
-    if fraction > 0 and not held and len(train) >= 2:
-        held, train = train[-1:], train[:-1]
-    if not train and held:
-        train, held = held, []
-    return train, held
-
-
-def load_real_episodes(store) -> list[tuple[dict, dict, list[dict]]]:
-    """Real episodes with steps; reasoning from the store's annotations where the step has none."""
-    from dreamgym_cli.stages.annotate import load_reasoning
-
-    reasoning = load_reasoning(store)
-    episodes = []
-    for task, episode, steps in store.iter_episodes(where="source = 'real'"):
-        if task is None or not steps:
-            continue
-        steps = [dict(s, reasoning=s.get("reasoning") or reasoning.get(s["content_hash"]))
-                 for s in steps]
-        episodes.append((task, episode, steps))
-    return episodes
 
 
 def run(config: TrainEMConfig, progress=None) -> dict[str, Any]:
