@@ -1,8 +1,9 @@
 """The `dreamgym` command line: thin typer commands.
 
 Each command parses options, builds its stage's frozen config, calls the stage's `run(config)` and
-renders the result with rich. No logic lives here. Stage modules are imported inside the commands
-so that `dreamgym --help` stays fast.
+renders the result with rich. No logic lives here. An option that sets a config field takes its
+help from that field's doc (`_help`), so the text has one source; the stage modules that define the
+configs are light (torch and models load inside `run`), and the rest is imported inside commands.
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 failure. `--json` prints
 exactly one JSON object on stdout; progress and tables go to stderr then.
@@ -92,23 +93,27 @@ def emit(result: dict[str, Any], as_json: bool, render=None) -> None:
 
 
 def _help(cls_path: str, field: str) -> str:
-    """Help text from a stage config's field doc, without importing heavy modules."""
+    """The doc of a stage config's field: the one help text of the option that sets it.
+
+    A typo in `field` fails at import (and in tests/test_cli_help.py), not silently."""
     import importlib
-    import dataclasses
+
+    from dreamgym_cli.config import help_of
 
     module, cls = cls_path.rsplit(".", 1)
     try:
         klass = getattr(importlib.import_module(module), cls)
-    except Exception:  # pragma: no cover - help text must never break the CLI
+    except ImportError:  # pragma: no cover - a missing optional dependency must not break --help
         return ""
-    for f in dataclasses.fields(klass):
-        if f.name == field:
-            return f.metadata.get("help", "")
-    return ""
+    return help_of(klass, field)
+
+
+def _force(cls_path: str) -> Any:
+    """The --force flag, with its stage's own wording."""
+    return typer.Option(False, "--force", help=_help(cls_path, "force"))
 
 
 CONFIG_OPT = typer.Option(None, "--config", help="YAML/TOML file of options; flags override it.")
-FORCE_OPT = typer.Option(False, "--force", help="Redo the stage even if its output is up to date.")
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object on stdout, nothing else.")
 
 
@@ -116,22 +121,22 @@ JSON_OPT = typer.Option(False, "--json", help="Print one JSON object on stdout, 
 # tasks make
 
 
+_MAKE = "dreamgym_cli.stages.tasks.MakeConfig"
+
+
 @tasks_app.command("make")
 def tasks_make(
-    env: str = typer.Option(..., help="Environment name (textworld, miniwob, ...)."),
-    out_path: Path = typer.Option(..., "--out", help="Task file to write (.parquet or .jsonl)."),
-    seeds: str = typer.Option("1-10", help="Seeds, e.g. '1-40' or '1,2,5-9'."),
-    split: str = typer.Option("train", help="Split recorded on every task: train, valid or test."),
-    challenge: Optional[str] = typer.Option(None, help="TextWorld challenge: tw-simple, "
-                                            "tw-coin_collector, tw-treasure_hunter, tw-cooking."),
-    settings: Optional[str] = typer.Option(None, help="Challenge settings, e.g. "
-                                           "'rewards=dense,goal=detailed' or 'level=5'."),
-    suite: Optional[str] = typer.Option(None, help="Comma-separated task names (miniwob, ...)."),
-    max_steps: Optional[int] = typer.Option(None, help="Step limit recorded in each task spec."),
-    data_dir: Optional[Path] = typer.Option(None, help="Where generated games are cached "
-                                            "(default: $DREAMGYM_HOME/games)."),
+    env: str = typer.Option(..., help=_help(_MAKE, "env")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_MAKE, "out")),
+    seeds: str = typer.Option("1-10", help=_help(_MAKE, "seeds")),
+    split: str = typer.Option("train", help=_help(_MAKE, "split")),
+    challenge: Optional[str] = typer.Option(None, help=_help(_MAKE, "challenge")),
+    settings: Optional[str] = typer.Option(None, help=_help(_MAKE, "settings")),
+    suite: Optional[str] = typer.Option(None, help=_help(_MAKE, "suite")),
+    max_steps: Optional[int] = typer.Option(None, help=_help(_MAKE, "max_steps")),
+    data_dir: Optional[Path] = typer.Option(None, help=_help(_MAKE, "data_dir")),
     config: Optional[Path] = CONFIG_OPT,
-    force: bool = FORCE_OPT,
+    force: bool = _force(_MAKE),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Generate tasks (TextWorld games are generated offline and cached) into a task file."""
@@ -148,20 +153,22 @@ def tasks_make(
 # collect
 
 
+_COLLECT = "dreamgym_cli.stages.collect.CollectConfig"
+
+
 @app.command("collect")
 def collect(
-    tasks: Path = typer.Option(..., help="Task file from `dreamgym tasks make`."),
-    out_path: Path = typer.Option(..., "--out", help="Trajectory file to write (.jsonl or .parquet)."),
-    policy: str = typer.Option("expert", help="expert, random, mixed, or a policy directory."),
-    episodes_per_task: int = typer.Option(1, help="Episodes to run on each task."),
-    epsilon: Optional[float] = typer.Option(None, help="mixed: probability of a random action."),
-    max_steps: Optional[int] = typer.Option(None, help="Step limit (default: the task's own)."),
-    workers: Optional[int] = typer.Option(None, help="Worker processes (default: CPU count)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Env workers as Ray actors: 'local' "
-                                      "starts Ray here, else a cluster address (e.g. 'auto')."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the random choices of the policy."),
+    tasks: Path = typer.Option(..., help=_help(_COLLECT, "tasks")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_COLLECT, "out")),
+    policy: str = typer.Option("expert", help=_help(_COLLECT, "policy")),
+    episodes_per_task: int = typer.Option(1, help=_help(_COLLECT, "episodes_per_task")),
+    epsilon: Optional[float] = typer.Option(None, help=_help(_COLLECT, "epsilon")),
+    max_steps: Optional[int] = typer.Option(None, help=_help(_COLLECT, "max_steps")),
+    workers: Optional[int] = typer.Option(None, help=_help(_COLLECT, "workers")),
+    ray: Optional[str] = typer.Option(None, "--ray", help=_help(_COLLECT, "ray")),
+    seed: Optional[int] = typer.Option(None, help=_help(_COLLECT, "seed")),
     config: Optional[Path] = CONFIG_OPT,
-    force: bool = FORCE_OPT,
+    force: bool = _force(_COLLECT),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Run a policy in a real environment and write canonical trajectories."""
@@ -178,27 +185,20 @@ def collect(
 # ingest
 
 
+_INGEST = "dreamgym_cli.stages.ingest.IngestConfig"
+
+
 @app.command("ingest")
 def ingest(
-    files: list[Path] = typer.Argument(..., help="Trajectory files: canonical JSONL/Parquet, HF "
-                                       "datasets (save_to_disk dirs, parquet/json files), "
-                                       "AgentGym/AgentInstruct/ETO/ShareGPT conversations, "
-                                       "OpenAI `messages` files; JSON/JSONL may be .gz/.zst."),
-    store: Path = typer.Option(..., "--store", help="Replay store directory (created if missing)."),
-    fmt: str = typer.Option("auto", "--format", help="auto, canonical, hf, agentgym, "
-                            "agentinstruct, eto, openai, sharegpt."),
-    env: Optional[str] = typer.Option(None, help="Env name for records that do not carry one "
-                                      "(AgentGym files: taken from item_id when absent)."),
-    source: Optional[str] = typer.Option(None, help="Override source (real/synthetic) for "
-                                         "records that do not carry one."),
-    embed: bool = typer.Option(False, "--embed/--no-embed", help="Embed the new transitions "
-                               "for retrieval now (otherwise on first retrieval)."),
-    batch_steps: int = typer.Option(50_000, help="Transitions per commit: a crash loses at most "
-                                    "the batch being written."),
-    on_error: str = typer.Option("fail", "--on-error", help="fail (nothing is stored) or skip "
-                                 "(store the good records, list the bad in a rejects file)."),
-    rejects: Optional[Path] = typer.Option(None, help="Rejects file for --on-error skip "
-                                           "(default: S/manifests/ingest-<time>-rejects.jsonl)."),
+    files: list[Path] = typer.Argument(..., help=_help(_INGEST, "files")),
+    store: Path = typer.Option(..., "--store", help=_help(_INGEST, "store")),
+    fmt: str = typer.Option("auto", "--format", help=_help(_INGEST, "format")),
+    env: Optional[str] = typer.Option(None, help=_help(_INGEST, "env")),
+    source: Optional[str] = typer.Option(None, help=_help(_INGEST, "source")),
+    embed: bool = typer.Option(False, "--embed/--no-embed", help=_help(_INGEST, "embed")),
+    batch_steps: int = typer.Option(50_000, help=_help(_INGEST, "batch_steps")),
+    on_error: str = typer.Option("fail", "--on-error", help=_help(_INGEST, "on_error")),
+    rejects: Optional[Path] = typer.Option(None, help=_help(_INGEST, "rejects")),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Read trajectory files into a replay store (validated, deduplicated, atomic)."""
@@ -263,16 +263,18 @@ def _render_metrics(title: str, skip: tuple[str, ...] = ()):
     return render
 
 
+_ANNOTATE = "dreamgym_cli.stages.annotate.AnnotateConfig"
+
+
 @app.command("annotate")
 def annotate(
-    store: Path = typer.Option(..., help=_help("dreamgym_cli.stages.annotate.AnnotateConfig", "store")),
-    teacher_url: Optional[str] = typer.Option(None, help=_help(
-        "dreamgym_cli.stages.annotate.AnnotateConfig", "teacher_url")),
-    teacher_model: Optional[str] = typer.Option(None, help=_help(
-        "dreamgym_cli.stages.annotate.AnnotateConfig", "teacher_model")),
-    requests_per_second: Optional[float] = typer.Option(None, help="Teacher rate limit."),
-    concurrency: Optional[int] = typer.Option(None, help="Teacher requests in flight at once."),
-    source: Optional[str] = typer.Option(None, help="Annotate real (default), synthetic or all."),
+    store: Path = typer.Option(..., help=_help(_ANNOTATE, "store")),
+    teacher_url: Optional[str] = typer.Option(None, help=_help(_ANNOTATE, "teacher_url")),
+    teacher_model: Optional[str] = typer.Option(None, help=_help(_ANNOTATE, "teacher_model")),
+    requests_per_second: Optional[float] = typer.Option(
+        None, help=_help(_ANNOTATE, "requests_per_second")),
+    concurrency: Optional[int] = typer.Option(None, help=_help(_ANNOTATE, "concurrency")),
+    source: Optional[str] = typer.Option(None, help=_help(_ANNOTATE, "source")),
     config: Optional[Path] = CONFIG_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -289,33 +291,32 @@ def annotate(
     emit(result, as_json, _render_metrics("annotate"))
 
 
+_TRAIN_EM = "dreamgym_cli.stages.train_em.TrainEMConfig"
+
+
 @app.command("train-em")
 def train_em(
-    store: Path = typer.Option(..., help="Replay store with real transitions (and reasoning)."),
-    out_path: Path = typer.Option(..., "--out", help="Experience-model directory to write."),
-    base: Optional[str] = typer.Option(None, help="tiny:<1m|10m|30m> or a local HF model dir "
-                                       "(default tiny:10m)."),
-    epochs: Optional[float] = typer.Option(None, help="Passes over the training transitions."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Examples per optimizer step."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (1e-3 tiny, 2e-4 LoRA)."),
-    max_length: Optional[int] = typer.Option(None, help="Longest example in tokens."),
-    retrieval_k: Optional[int] = typer.Option(None, help="Retrieved transitions per prompt "
-                                              "(0: the 'w/o replay' ablation)."),
-    history: Optional[int] = typer.Option(None, help="Past (state, action) pairs per prompt."),
-    task_examples: Optional[int] = typer.Option(
-        None, help="Task-generation examples per training task (0: none)."),
+    store: Path = typer.Option(..., help=_help(_TRAIN_EM, "store")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_TRAIN_EM, "out")),
+    base: Optional[str] = typer.Option(None, help=_help(_TRAIN_EM, "base")),
+    epochs: Optional[float] = typer.Option(None, help=_help(_TRAIN_EM, "epochs")),
+    max_steps: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "max_steps")),
+    batch_size: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "batch_size")),
+    lr: Optional[float] = typer.Option(None, help=_help(_TRAIN_EM, "lr")),
+    max_length: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "max_length")),
+    retrieval_k: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "retrieval_k")),
+    history: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "history")),
+    task_examples: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "task_examples")),
     reasoning: Optional[bool] = typer.Option(None, "--reasoning/--no-reasoning",
-                                             help="Train on reasoning (--no-reasoning: ablation)."),
-    full: Optional[bool] = typer.Option(None, "--full/--lora", help="Pretrained bases: all "
-                                        "weights (--full) or a LoRA adapter (default)."),
-    lora_r: Optional[int] = typer.Option(None, help="LoRA rank."),
-    lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha."),
-    lora_targets: Optional[str] = typer.Option(None, help="LoRA target modules, comma-separated."),
-    seed: Optional[int] = typer.Option(None, help="Seed (init, data order, held-out split)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+                                             help=_help(_TRAIN_EM, "reasoning")),
+    full: Optional[bool] = typer.Option(None, "--full/--lora", help=_help(_TRAIN_EM, "full")),
+    lora_r: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "lora_r")),
+    lora_alpha: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "lora_alpha")),
+    lora_targets: Optional[str] = typer.Option(None, help=_help(_TRAIN_EM, "lora_targets")),
+    seed: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "seed")),
+    resume: bool = typer.Option(False, "--resume", help=_help(_TRAIN_EM, "resume")),
     config: Optional[Path] = CONFIG_OPT,
-    force: bool = FORCE_OPT,
+    force: bool = _force(_TRAIN_EM),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Fine-tune the experience model (loss on reasoning + next state + reward/done)."""
@@ -335,21 +336,22 @@ def train_em(
     emit(result, as_json, _render_metrics("train-em", skip=("heldout_episode_ids",)))
 
 
+_EVAL_EM = "dreamgym_cli.stages.eval_em.EvalEMConfig"
+
+
 @app.command("eval-em")
 def eval_em(
-    em: Path = typer.Option(..., help="Experience-model directory (from train-em)."),
-    episodes: Path = typer.Option(..., help="Held-out real episodes (.jsonl/.parquet)."),
-    out_path: Path = typer.Option(..., "--out", help="Report directory to write."),
-    store: Optional[Path] = typer.Option(None, help="Store for retrieval (default: the "
-                                         "model's training store)."),
-    batch_size: Optional[int] = typer.Option(None, help="Transitions per generation call."),
-    max_episodes: Optional[int] = typer.Option(None, help="Evaluate at most this many."),
+    em: Path = typer.Option(..., help=_help(_EVAL_EM, "em")),
+    episodes: Path = typer.Option(..., help=_help(_EVAL_EM, "episodes")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_EVAL_EM, "out")),
+    store: Optional[Path] = typer.Option(None, help=_help(_EVAL_EM, "store")),
+    batch_size: Optional[int] = typer.Option(None, help=_help(_EVAL_EM, "batch_size")),
+    max_episodes: Optional[int] = typer.Option(None, help=_help(_EVAL_EM, "max_episodes")),
     multistep: Optional[bool] = typer.Option(None, "--multistep/--no-multistep",
-                                             help="Also replay whole episodes in the dream env."),
-    max_retries: Optional[int] = typer.Option(None, help="Regenerations of an unparseable "
-                                              "completion (default 2)."),
+                                             help=_help(_EVAL_EM, "multistep")),
+    max_retries: Optional[int] = typer.Option(None, help=_help(_EVAL_EM, "max_retries")),
     config: Optional[Path] = CONFIG_OPT,
-    force: bool = FORCE_OPT,
+    force: bool = _force(_EVAL_EM),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Fidelity of the experience model on held-out real transitions."""
@@ -440,7 +442,7 @@ def train_agent(
     seed: Optional[int] = typer.Option(None, help=_help(_AGENT, "seed")),
     resume: bool = typer.Option(False, "--resume", help=_help(_AGENT, "resume")),
     config: Optional[Path] = CONFIG_OPT,
-    force: bool = FORCE_OPT,
+    force: bool = _force(_AGENT),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a policy: sft (behaviour cloning), grpo or ppo (in dream:EM or a real env)."""
@@ -471,23 +473,25 @@ def train_agent(
     emit(result, as_json, _render_metrics("train-agent"))
 
 
+_ROLLOUT = "dreamgym_cli.stages.rollout.RolloutConfig"
+
+
 @app.command("rollout")
 def rollout(
-    policy: Path = typer.Option(..., help="Policy directory (from train-agent)."),
-    tasks: Path = typer.Option(..., help="Task file."),
-    store: Path = typer.Option(..., help="Replay store to append the episodes to."),
-    env: Optional[str] = typer.Option(None, help="dream:<EM dir> or a real env (default: the "
-                                      "tasks' env)."),
-    episodes_per_task: Optional[int] = typer.Option(None, help="Episodes per task (default 2)."),
-    max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default 8)."),
-    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
+    policy: Path = typer.Option(..., help=_help(_ROLLOUT, "policy")),
+    tasks: Path = typer.Option(..., help=_help(_ROLLOUT, "tasks")),
+    store: Path = typer.Option(..., help=_help(_ROLLOUT, "store")),
+    env: Optional[str] = typer.Option(None, help=_help(_ROLLOUT, "env")),
+    episodes_per_task: Optional[int] = typer.Option(
+        None, help=_help(_ROLLOUT, "episodes_per_task")),
+    max_steps_per_episode: Optional[int] = typer.Option(
+        None, help=_help(_ROLLOUT, "max_steps_per_episode")),
+    temperature: Optional[float] = typer.Option(None, help=_help(_ROLLOUT, "temperature")),
     action_interface: Optional[str] = typer.Option(
-        None, help="free (default): the generated action as is; listed: the most similar "
-        "listed action."),
-    workers: Optional[int] = typer.Option(None, help="Real env worker processes (0: in process)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Env workers as Ray actors: 'local' "
-                                      "starts Ray here, else a cluster address (e.g. 'auto')."),
-    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
+        None, help=_help(_ROLLOUT, "action_interface")),
+    workers: Optional[int] = typer.Option(None, help=_help(_ROLLOUT, "workers")),
+    ray: Optional[str] = typer.Option(None, "--ray", help=_help(_ROLLOUT, "ray")),
+    seed: Optional[int] = typer.Option(None, help=_help(_ROLLOUT, "seed")),
     config: Optional[Path] = CONFIG_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -505,26 +509,25 @@ def rollout(
     emit(result, as_json, _render_metrics("rollout"))
 
 
+_EVAL = "dreamgym_cli.stages.eval.EvalConfig"
+
+
 @app.command("eval")
 def eval_policy(
-    policy: Path = typer.Option(..., help="Policy directory (from train-agent)."),
-    tasks: Path = typer.Option(..., help="Held-out task file."),
-    out_path: Path = typer.Option(..., "--out", help="Report directory to write."),
-    env: Optional[str] = typer.Option(None, help="Real env (default: the tasks' env)."),
-    episodes_per_task: Optional[int] = typer.Option(None, help="Episodes per task (default 1)."),
-    action_interface: Optional[str] = typer.Option(
-        None, help="free (default): the generated action as is; listed: the most similar "
-        "listed action."),
-    greedy: Optional[bool] = typer.Option(None, "--greedy/--sample", help="Greedy decoding "
-                                          "(default) or sampling at temperature 1."),
-    max_steps_per_episode: Optional[int] = typer.Option(None, help="Turn limit (default: the "
-                                                        "task's)."),
-    workers: Optional[int] = typer.Option(None, help="Real env worker processes (0: in process)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Env workers as Ray actors: 'local' "
-                                      "starts Ray here, else a cluster address (e.g. 'auto')."),
-    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
+    policy: Path = typer.Option(..., help=_help(_EVAL, "policy")),
+    tasks: Path = typer.Option(..., help=_help(_EVAL, "tasks")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_EVAL, "out")),
+    env: Optional[str] = typer.Option(None, help=_help(_EVAL, "env")),
+    episodes_per_task: Optional[int] = typer.Option(None, help=_help(_EVAL, "episodes_per_task")),
+    action_interface: Optional[str] = typer.Option(None, help=_help(_EVAL, "action_interface")),
+    greedy: Optional[bool] = typer.Option(None, "--greedy/--sample", help=_help(_EVAL, "greedy")),
+    max_steps_per_episode: Optional[int] = typer.Option(
+        None, help=_help(_EVAL, "max_steps_per_episode")),
+    workers: Optional[int] = typer.Option(None, help=_help(_EVAL, "workers")),
+    ray: Optional[str] = typer.Option(None, "--ray", help=_help(_EVAL, "ray")),
+    seed: Optional[int] = typer.Option(None, help=_help(_EVAL, "seed")),
     config: Optional[Path] = CONFIG_OPT,
-    force: bool = FORCE_OPT,
+    force: bool = _force(_EVAL),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Success rate (95% Wilson CI), return, length and invalid actions in a real env."""
@@ -613,7 +616,7 @@ def tasks_evolve(
     max_new_tokens: Optional[int] = typer.Option(None, help=_help(_EVOLVE, "max_new_tokens")),
     seed: Optional[int] = typer.Option(None, help=_help(_EVOLVE, "seed")),
     config: Optional[Path] = CONFIG_OPT,
-    force: bool = FORCE_OPT,
+    force: bool = _force(_EVOLVE),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add harder variations of high-variance tasks, written by the experience model."""
