@@ -121,33 +121,22 @@ def run(config: EvalConfig, progress=None) -> dict[str, Any]:
 
 
 def _evaluate(config: EvalConfig, progress) -> tuple[dict[str, Any], list]:
-    from dreamgym_cli.llm.generate import open_backend
-    from dreamgym_cli.rl.policy import load_policy
-    from dreamgym_cli.rl.rollout import RolloutSettings, is_dream_env, open_batch_env, run_rollouts
+    from dreamgym_cli.envs.registry import is_dream_name
+    from dreamgym_cli.rl.session import PolicySession
     from dreamgym_cli.rl.task_pool import read_task_pool, tasks_env
 
     tasks = read_task_pool(config.tasks)
     env_name = config.env or tasks_env(tasks, config.tasks)
-    if is_dream_env(env_name):
+    if is_dream_name(env_name):
         raise InputError("eval measures a policy in a real env; use `rollout` for the dream env",
                          field="env")
-    model, tokenizer, settings = load_policy(config.policy)
-    backend = open_backend("transformers", model=model, tokenizer=tokenizer)
-    rollout = RolloutSettings(think=settings.think,
-                              history_budget_tokens=settings.history_budget_tokens,
-                              max_new_tokens=settings.max_new_tokens,
-                              temperature=0.0 if config.greedy else 1.0,
-                              max_turns=config.max_steps_per_episode, seed=config.seed,
-                              action_interface=config.action_interface)
-    env = open_batch_env(env_name, max_steps=config.max_steps_per_episode, workers=config.workers,
-                         ray=config.ray)
-    try:
-        episodes = run_rollouts(env, backend, tokenizer, tasks, rollout,
-                                group_size=config.episodes_per_task,
-                                progress=(lambda turn, running: progress(turn, turn + running, {}))
-                                if progress else None)
-    finally:
-        env.close()
+    with PolicySession.from_policy_dir(
+            config.policy, env_name, temperature=0.0 if config.greedy else 1.0,
+            max_turns=config.max_steps_per_episode, seed=config.seed,
+            action_interface=config.action_interface,
+            env_options={"max_steps": config.max_steps_per_episode, "workers": config.workers,
+                         "ray": config.ray}) as session:
+        episodes = session.run(tasks, group_size=config.episodes_per_task, progress=progress)
     return {"policy": str(config.policy), "env": env_name, "greedy": config.greedy,
             **summarize(episodes)}, episodes
 

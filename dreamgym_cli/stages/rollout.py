@@ -41,12 +41,11 @@ class RolloutConfig:
 
 
 def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
-    from dreamgym_cli.llm.generate import open_backend
-    from dreamgym_cli.rl.policy import PolicySettings, load_policy
-    from dreamgym_cli.rl.rollout import (RolloutSettings, append_to_store, episode_records,
-                                         is_dream_env, open_batch_env, rollout_metrics,
-                                         run_rollouts)
     from dreamgym_cli.artifacts import write_run_record
+    from dreamgym_cli.envs.registry import is_dream_name
+    from dreamgym_cli.rl.policy import PolicySettings
+    from dreamgym_cli.rl.rollout import append_to_store, episode_records, rollout_metrics
+    from dreamgym_cli.rl.session import PolicySession
     from dreamgym_cli.rl.task_pool import read_task_pool, tasks_env
     from dreamgym_cli.store import ReplayStore
 
@@ -54,25 +53,16 @@ def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
     tasks = read_task_pool(config.tasks)
     env_name = config.env or tasks_env(tasks, config.tasks)
     store = ReplayStore.open(config.store)
-    model, tokenizer, settings = load_policy(config.policy)
     name = config.policy.resolve().name
-    env = open_batch_env(env_name, max_steps=config.max_steps_per_episode, workers=config.workers,
-                         store=store, seed=config.seed, policy_name=name, ray=config.ray)
-    rollout = RolloutSettings(think=settings.think,
-                              history_budget_tokens=settings.history_budget_tokens,
-                              max_new_tokens=settings.max_new_tokens,
-                              temperature=config.temperature,
-                              max_turns=config.max_steps_per_episode, seed=config.seed,
-                              action_interface=config.action_interface)
-    try:
-        episodes = run_rollouts(env, open_backend("transformers", model=model,
-                                                  tokenizer=tokenizer),
-                                tokenizer, tasks, rollout, group_size=config.episodes_per_task,
-                                progress=(lambda t, r: progress(t, t + r, {})) if progress
-                                else None)
-    finally:
-        env.close()
-    source = "synthetic" if is_dream_env(env_name) else "real"
+    with PolicySession.from_policy_dir(
+            config.policy, env_name, temperature=config.temperature,
+            max_turns=config.max_steps_per_episode, seed=config.seed,
+            action_interface=config.action_interface,
+            env_options={"max_steps": config.max_steps_per_episode, "workers": config.workers,
+                         "store": store, "seed": config.seed, "policy_name": name,
+                         "ray": config.ray}) as session:
+        episodes = session.run(tasks, group_size=config.episodes_per_task, progress=progress)
+    source = "synthetic" if is_dream_name(env_name) else "real"
     added = append_to_store(store, episode_records(episodes, source, name))
     metrics = {**rollout_metrics(episodes), "store/episodes_added": added, "source": source,
                "env": env_name}

@@ -44,7 +44,9 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     import torch
 
     from dreamgym_cli.rl.policy import save_policy
-    from dreamgym_cli.rl.rollout import RolloutSettings, is_dream_env, open_batch_env
+    from dreamgym_cli.envs.registry import is_dream_name
+    from dreamgym_cli.rl.rollout import open_batch_env
+    from dreamgym_cli.rl.session import rollout_settings
     from dreamgym_cli.rl.trainer import make_learner, train
     from dreamgym_cli.rl.value_head import load_value_head
     from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, remove_checkpoints
@@ -53,7 +55,7 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
 
     pool = read_task_pool(config.tasks)
     env_name = config.env or tasks_env(pool, config.tasks)
-    dream = is_dream_env(env_name)
+    dream = is_dream_name(env_name)
     if dream and config.max_real_steps is not None:
         raise InputError("--max-real-steps budgets a real env; the dream env takes none",
                          field="max_real_steps")
@@ -77,13 +79,10 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
         value_head = load_value_head(model, config.init) if config.algo == "ppo" else None
         rl = rl_settings(config, tiny)
         learner = make_learner(model, tokenizer, rl, value_head)
-        rollout = RolloutSettings(think=settings.think,
-                                  history_budget_tokens=settings.history_budget_tokens,
-                                  max_new_tokens=settings.max_new_tokens,
-                                  temperature=config.temperature,
-                                  max_turns=config.max_steps_per_episode, seed=config.seed,
-                                  action_interface=config.action_interface)
-        enrich_store = store if store is not None else getattr(env, "store", None)
+        rollout = rollout_settings(settings, temperature=config.temperature,
+                                   max_turns=config.max_steps_per_episode, seed=config.seed,
+                                   action_interface=config.action_interface)
+        enrich_store = store if store is not None else _env_store(env)
         on_episodes = _enricher(enrich_store, "synthetic" if dream else "real",
                                 config.out.name) if config.enrich else None
         run_dir = checkpoint_dir(config.out)
@@ -115,21 +114,18 @@ class _Validator:
     def __init__(self, config, learner, rollout):
         import dataclasses
 
+        from dreamgym_cli.rl.session import PolicySession
+
         self.tasks = read_task_pool(config.eval_tasks)
         name = tasks_env(self.tasks, config.eval_tasks)
         turns = config.eval_turns or config.max_steps_per_episode
-        from dreamgym_cli.rl.rollout import open_batch_env
-
-        self.env = open_batch_env(name, max_steps=turns, workers=config.workers,
-                                  ray=config.ray)
-        self.learner = learner
-        self.settings = dataclasses.replace(rollout, temperature=0.0, max_turns=turns)
+        self.session = PolicySession.open(
+            name, learner.backend, learner.tokenizer,
+            dataclasses.replace(rollout, temperature=0.0, max_turns=turns),
+            env_options={"max_steps": turns, "workers": config.workers, "ray": config.ray})
 
     def __call__(self) -> dict[str, float]:
-        from dreamgym_cli.rl.rollout import run_rollouts
-
-        episodes = run_rollouts(self.env, self.learner.backend, self.learner.tokenizer,
-                                self.tasks, self.settings)
+        episodes = self.session.run(self.tasks)
         n = max(len(episodes), 1)
         judged = [t for e in episodes for t in e.turns if t.in_admissible is not None]
         return {"eval/success_rate": sum(e.success for e in episodes) / n,
@@ -139,11 +135,16 @@ class _Validator:
                 "eval/episodes": len(episodes)}
 
     def close(self) -> None:
-        self.env.close()
+        self.session.close()
 
 
 def _validator(config, learner, rollout) -> _Validator | None:
     return None if config.eval_tasks is None else _Validator(config, learner, rollout)
+
+
+def _env_store(env):
+    """The replay store a dream env retrieves from; None for envs without one (real, Ray)."""
+    return env.replay_store() if hasattr(env, "replay_store") else None
 
 
 def _open_store(path: Path | None):
