@@ -192,21 +192,23 @@ _INGEST = "dreamgym_cli.stages.ingest.IngestConfig"
 def ingest(
     files: list[Path] = typer.Argument(..., help=_help(_INGEST, "files")),
     store: Path = typer.Option(..., "--store", help=_help(_INGEST, "store")),
-    fmt: str = typer.Option("auto", "--format", help=_help(_INGEST, "format")),
+    fmt: Optional[str] = typer.Option(None, "--format", help=_help(_INGEST, "format")),
     env: Optional[str] = typer.Option(None, help=_help(_INGEST, "env")),
     source: Optional[str] = typer.Option(None, help=_help(_INGEST, "source")),
-    embed: bool = typer.Option(False, "--embed/--no-embed", help=_help(_INGEST, "embed")),
-    batch_steps: int = typer.Option(50_000, help=_help(_INGEST, "batch_steps")),
-    on_error: str = typer.Option("fail", "--on-error", help=_help(_INGEST, "on_error")),
+    embed: Optional[bool] = typer.Option(None, "--embed/--no-embed", help=_help(_INGEST, "embed")),
+    batch_steps: Optional[int] = typer.Option(None, help=_help(_INGEST, "batch_steps")),
+    on_error: Optional[str] = typer.Option(None, "--on-error", help=_help(_INGEST, "on_error")),
     rejects: Optional[Path] = typer.Option(None, help=_help(_INGEST, "rejects")),
+    config: Optional[Path] = CONFIG_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Read trajectory files into a replay store (validated, deduplicated, atomic)."""
+    from dreamgym_cli import config as cfg
     from dreamgym_cli.stages import ingest as stage
 
-    c = stage.IngestConfig(files=tuple(files), store=store, format=fmt, env=env, source=source,
-                           embed=embed, batch_steps=batch_steps, on_error=on_error,
-                           rejects=rejects)
+    c = cfg.build(stage.IngestConfig, config, files=tuple(files), store=store, format=fmt,
+                  env=env, source=source, embed=embed, batch_steps=batch_steps,
+                  on_error=on_error, rejects=rejects)
     emit(stage.run(c), as_json, stage.render)
 
 

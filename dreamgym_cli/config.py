@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,16 +57,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+def _typed(hint: Any, value: Any) -> Any:
+    """A file value in its field's type where YAML/TOML cannot say it: paths, tuples of paths."""
+    args = typing.get_args(hint)
+    if isinstance(value, str) and (hint is Path or Path in args):
+        return Path(value)
+    if isinstance(value, list) and typing.get_origin(hint) is tuple and args:
+        return tuple(_typed(args[0], v) for v in value)
+    return value
+
+
 def build(cls: type[C], file: str | Path | None = None, **overrides: Any) -> C:
     """cls from file values, then CLI overrides (None means 'not given on the command line')."""
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     if file is not None:
+        hints = typing.get_type_hints(cls)
         for key, value in read_config_file(file).items():
             if key not in names:
                 raise InputError(f"unknown option '{key}'{did_you_mean(key, names)}",
                                  file=file, field=key)
-            values[key] = value
+            values[key] = _typed(hints.get(key), value)
     for key, value in overrides.items():
         if key not in names:
             raise TypeError(f"{cls.__name__} has no field {key!r}")

@@ -1,0 +1,73 @@
+"""`--config FILE` through the real CLI: file values are used, flags override them, a bad key exits 2
+naming the file and the key. Here for `ingest`, the stage that gained the option last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dreamgym_cli import trajectories
+from dreamgym_cli.config import build
+from dreamgym_cli.schema import validate_episode
+from dreamgym_cli.store import synthetic
+
+
+@pytest.fixture
+def episodes_file(tmp_path) -> Path:
+    records = [validate_episode(synthetic.episode_object(i, 3)) for i in range(4)]
+    path = tmp_path / "E.jsonl"
+    assert trajectories.write_episodes(path, records) == 4
+    return path
+
+
+def _ingest(run_cli, *args) -> dict:
+    """Run ingest with --json; the config its manifest records."""
+    code, out, err = run_cli("ingest", *args, "--json")
+    assert code == 0, err
+    return json.loads(Path(json.loads(out)["manifest"]).read_text())["config"]
+
+
+def test_ingest_takes_its_options_from_a_config_file(tmp_path, episodes_file, run_cli):
+    rejects = tmp_path / "R.jsonl"
+    config = tmp_path / "ingest.yaml"
+    config.write_text(f"format: canonical\nbatch-steps: 7\non_error: skip\nrejects: {rejects}\n")
+
+    recorded = _ingest(run_cli, episodes_file, "--store", tmp_path / "S1", "--config", config)
+    assert recorded["format"] == "canonical" and recorded["batch_steps"] == 7
+    assert recorded["on_error"] == "skip" and recorded["rejects"] == str(rejects)
+    assert rejects.is_file()  # a path from the file is a path: the rejects file is written
+
+    recorded = _ingest(run_cli, episodes_file, "--store", tmp_path / "S2", "--config", config,
+                       "--batch-steps", "3", "--on-error", "fail", "--format", "auto")
+    assert recorded["batch_steps"] == 3 and recorded["on_error"] == "fail"
+    assert recorded["format"] == "auto" and recorded["rejects"] == str(rejects)
+
+
+def test_ingest_defaults_without_a_config_file(tmp_path, episodes_file, run_cli):
+    recorded = _ingest(run_cli, episodes_file, "--store", tmp_path / "S")
+    assert (recorded["format"], recorded["batch_steps"], recorded["on_error"]) == ("auto", 50_000,
+                                                                                  "fail")
+    assert recorded["embed"] is False and recorded["rejects"] is None
+
+
+def test_ingest_config_with_an_unknown_key_exits_2(tmp_path, episodes_file, run_cli):
+    config = tmp_path / "ingest.yaml"
+    config.write_text("batch_step: 7\n")
+    code, out, err = run_cli("ingest", episodes_file, "--store", tmp_path / "S", "--config", config)
+    assert code == 2 and out == ""
+    message = " ".join(err.split())
+    assert str(config) in message and "batch_step" in message
+    assert "did you mean 'batch_steps'" in message
+    assert not (tmp_path / "S").exists()  # nothing was started
+
+
+def test_paths_from_a_file_are_paths(tmp_path):
+    from dreamgym_cli.stages.ingest import IngestConfig
+
+    config = tmp_path / "ingest.yaml"
+    config.write_text("files: [a.jsonl, b.jsonl]\nstore: S\nrejects: R.jsonl\nenv: textworld\n")
+    c = build(IngestConfig, config)
+    assert c.files == (Path("a.jsonl"), Path("b.jsonl")) and c.store == Path("S")
+    assert c.rejects == Path("R.jsonl") and c.env == "textworld"
