@@ -316,6 +316,9 @@ def train_em(
     lora_alpha: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "lora_alpha")),
     lora_targets: Optional[str] = typer.Option(None, help=_help(_TRAIN_EM, "lora_targets")),
     seed: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "seed")),
+    eval_every: Optional[int] = typer.Option(None, help=_help(_TRAIN_EM, "eval_every")),
+    checkpoint_every: Optional[int] = typer.Option(None,
+                                                   help=_help(_TRAIN_EM, "checkpoint_every")),
     resume: bool = typer.Option(False, "--resume", help=_help(_TRAIN_EM, "resume")),
     config: Optional[Path] = CONFIG_OPT,
     force: bool = _force(_TRAIN_EM),
@@ -331,8 +334,8 @@ def train_em(
                   max_length=max_length, retrieval_k=retrieval_k, history=history,
                   task_examples=task_examples,
                   reasoning=reasoning, full=full, lora_r=lora_r, lora_alpha=lora_alpha,
-                  lora_targets=lora_targets, seed=seed, resume=resume or None,
-                  force=force or None)
+                  lora_targets=lora_targets, seed=seed, eval_every=eval_every,
+                  checkpoint_every=checkpoint_every, resume=resume or None, force=force or None)
     with step_progress("train-em", fmt=loss_info) as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, _render_metrics("train-em", skip=("heldout_episode_ids",)))
