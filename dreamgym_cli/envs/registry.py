@@ -4,7 +4,8 @@ Two kinds of names: plain names (`textworld`) and prefixed names whose part afte
 argument (`dream:<EM_DIR>`, `agentgym:<name>@<url>`). Each maps to a factory that imports its
 adapter only when called, so importing this module is cheap and nothing registers itself. The real
 envs' factories live in `real.py`; this module adds the dream env on top of them.
-Callers only ever use `make_env(name, **kwargs)` or `env_for_task(task, **kwargs)`.
+Callers only ever use `make_env(name, **kwargs)` or `env_for_task(task, **kwargs)`, and
+`check_env_name(name)` where a name is only checked (it builds nothing).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dreamgym_cli.envs.base import Env
-from dreamgym_cli.envs.real import PLAIN, PREFIXED
+from dreamgym_cli.envs.real import PLAIN, PREFIXED, check_real_env_name
 from dreamgym_cli.errors import unknown_name
 from dreamgym_cli.schema import Task
 
@@ -39,6 +40,21 @@ def is_dream_name(name: str) -> bool:
     """Whether `name` names the dream env (`dream:<EM_DIR>`), read as `make_env` reads it."""
     prefix, colon, _ = name.partition(":")
     return bool(colon) and prefix == DREAM_PREFIX
+
+
+def check_env_name(name: str) -> None:
+    """Raise what `make_env(name)` raises for a bad name (InputError with did-you-mean; for
+    `dream:DIR`, a DIR that is not an experience-model directory; what a real env checks first,
+    see `real.check_real_env_name`) without building the env: no browser, no model loaded."""
+    prefix, colon, argument = name.partition(":")
+    if colon and prefix == DREAM_PREFIX:
+        from dreamgym_cli.envs.dream import read_em_settings
+
+        read_em_settings(argument, field="env")
+    elif (colon and prefix in PREFIXED) or (not colon and name in PLAIN):
+        check_real_env_name(name)
+    else:
+        raise unknown_name("environment", name, available_envs(), field="env")
 
 
 def make_env(name: str, **kwargs: Any) -> Env:

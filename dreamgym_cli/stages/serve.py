@@ -141,14 +141,14 @@ def _dream_parts(config: ServeConfig) -> tuple[Callable[[], Any], list[Task], st
 
 
 def _real_parts(config: ServeConfig) -> tuple[Callable[[], Any], list[Task], str, str]:
-    from dreamgym_cli.envs.registry import make_env
+    from dreamgym_cli.envs.registry import check_env_name, make_env
 
     if config.tasks is None:
         raise InputError(f"serving a real env needs --tasks (a task file for {config.env})",
                          field="tasks")
     tasks = _read_tasks(config.tasks, None)
     kwargs = {} if config.max_steps is None else {"max_steps": config.max_steps}
-    make_env(config.env, **kwargs).close()  # an unknown name fails now, with its did-you-mean
+    check_env_name(config.env)  # an unknown name fails now, with its did-you-mean
     wrong = [t for t in tasks if t.env != config.env]
     if wrong:
         raise InputError(f"task {wrong[0].task_id!r} is for env {wrong[0].env!r}, not "
