@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -175,6 +175,19 @@ class Episode:
         row["return"] = row.pop("return_")
         row["content_hash"] = episode_hash(row, steps)
         return row
+
+
+class EpisodeRecord(NamedTuple):
+    """One episode as rows: the one currency between readers, envs, stages and the store.
+
+    A named tuple, so `task, episode, steps = record` and `record[1]` read as they did when
+    records were bare `(task, episode, steps)` tuples. `task` is None only where a store's
+    episode names a task its tasks table lacks (`ReplayStore.iter_episodes`).
+    """
+
+    task: dict[str, Any]  # a Task row (spec as JSON text)
+    episode: dict[str, Any]  # an Episode row
+    steps: list[dict[str, Any]]  # Step rows, ordered by t
 
 
 def now_utc() -> datetime:
@@ -415,7 +428,7 @@ def _metadata(rec: dict, where: str) -> str | None:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def validate_episode(rec: Any, where: str = "") -> tuple[dict, dict, list[dict]]:
+def validate_episode(rec: Any, where: str = "") -> EpisodeRecord:
     """One canonical JSONL episode -> (task row, episode row, step rows)."""
     rec = _require_dict(rec, where.rstrip(".") or "episode")
     check_schema_version(rec, where)
@@ -458,7 +471,7 @@ def validate_episode(rec: Any, where: str = "") -> tuple[dict, dict, list[dict]]
         "created_at": _time(rec, "created_at", where),
     }
     episode["content_hash"] = episode_hash(episode, steps)
-    return task, episode, steps
+    return EpisodeRecord(task, episode, steps)
 
 
 def episode_to_json(task: dict, episode: dict, steps: list[dict]) -> dict[str, Any]:

@@ -21,12 +21,11 @@ import pyarrow.parquet as pq
 from dreamgym_cli.artifacts import atomic_path
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import (
-    SCHEMA_VERSION, TASK_SCHEMA, Task, episode_to_json, read_schema_version, validate_episode,
-    validate_task,
+    SCHEMA_VERSION, TASK_SCHEMA, EpisodeRecord, Task, episode_to_json, read_schema_version,
+    validate_episode, validate_task,
 )
 
 MAX_LINE_BYTES = 64 << 20  # one episode larger than this is almost surely a broken file
-EpisodeRecord = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]  # task, episode, steps
 
 _TRAJ_PARQUET_SCHEMA = pa.schema(
     [("schema_version", pa.int32()), ("episode_id", pa.string()), ("record", pa.string())],
@@ -92,7 +91,7 @@ def read_episodes(path: str | Path, *, env: str | None = None,
     `env` and `source` fill in records that do not carry one (they never override a value).
     """
     for _, task, episode, steps in read_episodes_numbered(path, env=env, source=source):
-        yield task, episode, steps
+        yield EpisodeRecord(task, episode, steps)
 
 
 def read_episodes_numbered(path: str | Path, *, env: str | None = None, source: str | None = None

@@ -118,3 +118,17 @@ def test_arrow_schema_rejects_missing_non_nullable():
     steps[0]["state"] = None
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, ValueError)):
         rows_to_table("steps", steps).validate(full=True)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_episode_record_is_the_currency_and_reads_like_the_old_tuple(tmp_path, suffix):
+    from dreamgym_cli.schema import EpisodeRecord
+
+    record = validate_episode(copy.deepcopy(EPISODE))
+    assert isinstance(record, EpisodeRecord)
+    task, episode, steps = record  # unpacks as (task, episode, steps) did
+    assert (record.task, record.episode, record.steps) == (task, episode, steps)
+    assert record[1] is record.episode and record == (task, episode, steps)
+    write_episodes(tmp_path / f"e{suffix}", [record])
+    (back,) = read_episodes(tmp_path / f"e{suffix}")
+    assert isinstance(back, EpisodeRecord) and back.episode["episode_id"] == "ep-1"

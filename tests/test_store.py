@@ -214,3 +214,16 @@ def test_second_writer_waits_then_fails_clearly(store):
         holder.wait()
     assert append_records(ReplayStore.open(store.path), records(1)).episodes_added == 1
     assert os.path.exists(store.path / ".lock")
+
+
+def test_append_episodes_takes_the_records_iter_episodes_gives(store):
+    from dreamgym_cli.schema import EpisodeRecord
+
+    recs = records(3, steps=2)
+    twice = recs + [validate_episode(dict(synthetic.episode_object(0, 2), episode_id="ep-again"))]
+    result = store.append_episodes(twice)  # the same task (and content) twice in one append
+    assert (result.episodes_added, result.episodes_duplicate, result.tasks_added) == (3, 1, 3)
+    got = list(store.iter_episodes())
+    assert all(isinstance(r, EpisodeRecord) for r in got)
+    assert [r.episode["content_hash"] for r in got[:3]] == [r.episode["content_hash"] for r in recs]
+    assert len(store.tasks()) == 3

@@ -55,7 +55,7 @@ import numpy as np
 
 from dreamgym_cli.curriculum.variance import select_seed_tasks, zero_variance_share
 from dreamgym_cli.experience.tags import TASK, close_tag, open_tag, read_tags
-from dreamgym_cli.schema import Task
+from dreamgym_cli.schema import EpisodeRecord, Task
 
 REJECTION_REASONS = ("unparseable", "too_short", "too_long", "copy_of_parent", "duplicate_text",
                      "out_of_vocabulary", "near_duplicate")
@@ -157,7 +157,7 @@ def build_task_prompt(seed: SeedContext) -> str:
     return "\n\n".join(parts)
 
 
-def task_generation_pairs(episodes: Sequence[tuple[dict, dict, list[dict]]], per_task: int
+def task_generation_pairs(episodes: Sequence[EpisodeRecord], per_task: int
                           ) -> list[tuple[str, str]]:
     """(task prompt, `<task>sibling instruction</task>`) pairs from real episodes (module doc).
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dreamgym_cli.envs.base import Observation, StepResult
 from dreamgym_cli.errors import InputError
-from dreamgym_cli.schema import Task, now_utc
+from dreamgym_cli.schema import EpisodeRecord, Task, now_utc
 
 if TYPE_CHECKING:
     from dreamgym_cli.experience.examples import EMSettings
@@ -339,7 +339,7 @@ class DreamEnv:
 
     # ---- store, single-episode protocol, cleanup ------------------------------------------
 
-    def finished_episodes(self) -> list[tuple[dict, dict, list[dict]]]:
+    def finished_episodes(self) -> list[EpisodeRecord]:
         """(task row, episode row, step rows) of the finished slots, as the store wants them."""
         from dreamgym_cli.schema import validate_episode
 
@@ -360,9 +360,7 @@ class DreamEnv:
         records = self.finished_episodes()
         if not records:
             return 0
-        result = self.store.append([r[0] for r in records], [r[1] for r in records],
-                                   [s for r in records for s in r[2]])
-        return result.episodes_added
+        return self.store.append_episodes(records).episodes_added
 
     def reset(self, task: Task) -> Observation:
         return self.reset_batch([task])[0]

@@ -7,6 +7,9 @@ overlaid from the `annotations` table, and a seeded train/held-out split by epis
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+
+from dreamgym_cli.schema import EpisodeRecord
 
 ANNOTATIONS = "annotations"  # the store table `annotate` writes: step content_hash -> reasoning
 
@@ -25,7 +28,7 @@ def load_reasoning(store) -> dict[str, str]:
     return out
 
 
-def load_real_episodes(store) -> list[tuple[dict, dict, list[dict]]]:
+def load_real_episodes(store) -> list[EpisodeRecord]:
     """Real episodes with steps; reasoning from the store's annotations where the step has none."""
     reasoning = load_reasoning(store)
     episodes = []
@@ -34,7 +37,7 @@ def load_real_episodes(store) -> list[tuple[dict, dict, list[dict]]]:
             continue
         steps = [dict(s, reasoning=s.get("reasoning") or reasoning.get(s["content_hash"]))
                  for s in steps]
-        episodes.append((task, episode, steps))
+        episodes.append(EpisodeRecord(task, episode, steps))
     return episodes
 
 
@@ -43,7 +46,8 @@ def is_heldout(episode_id: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def split_episodes(episodes: list, fraction: float, seed: int) -> tuple[list, list]:
+def split_episodes(episodes: Sequence[EpisodeRecord], fraction: float, seed: int
+                   ) -> tuple[list[EpisodeRecord], list[EpisodeRecord]]:
     """(train, heldout) by episode; at least one of each when there are two or more episodes."""
     train = [e for e in episodes if not is_heldout(e[1]["episode_id"], fraction, seed)]
     held = [e for e in episodes if is_heldout(e[1]["episode_id"], fraction, seed)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamgym_cli.experience.prompt import build_em_prompt, format_em_completion
+from dreamgym_cli.schema import EpisodeRecord
 
 EM_SETTINGS_FILE = "em.json"
 
@@ -62,7 +63,7 @@ class Transition:
     reasoning: str | None
 
 
-def transitions_from_episodes(episodes: Sequence[tuple[dict, dict, list[dict]]],
+def transitions_from_episodes(episodes: Sequence[EpisodeRecord],
                               history: int) -> list[Transition]:
     """Real transitions with their last `history` (state, action) pairs."""
     out = []

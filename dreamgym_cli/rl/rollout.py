@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dreamgym_cli.envs.base import clean_action
-from dreamgym_cli.schema import Task, now_utc
+from dreamgym_cli.schema import EpisodeRecord, Task, now_utc
 
 ACTION_STOP = "</action>"
 
@@ -236,7 +236,7 @@ def rollout_metrics(episodes: list[EpisodeRollout]) -> dict[str, float]:
 
 
 def episode_records(episodes: list[EpisodeRollout], source: str, policy: str
-                    ) -> list[tuple[dict, dict, list[dict]]]:
+                    ) -> list[EpisodeRecord]:
     """(task row, episode row, step rows) per episode with at least one turn, for the store."""
     from dreamgym_cli.schema import validate_episode
 
@@ -254,13 +254,11 @@ def episode_records(episodes: list[EpisodeRollout], source: str, policy: str
     return out
 
 
-def append_to_store(store, records: list[tuple[dict, dict, list[dict]]]) -> int:
+def append_to_store(store, records: Sequence[EpisodeRecord]) -> int:
     """Append episode records to a replay store; the number of episodes added."""
     if not records:
         return 0
-    result = store.append([r[0] for r in records], [r[1] for r in records],
-                          [s for r in records for s in r[2]])
-    return result.episodes_added
+    return store.append_episodes(records).episodes_added
 
 
 # ---- batch envs by name ----------------------------------------------------------------------

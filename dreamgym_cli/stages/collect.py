@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from dreamgym_cli import artifacts
 from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.envs.base import check_step_limit
 from dreamgym_cli.errors import InputError, unknown_name
-from dreamgym_cli.schema import Episode, Step, Task, now_utc, validate_task
+from dreamgym_cli.schema import Episode, EpisodeRecord, Step, Task, now_utc, validate_task
 
 POLICIES = ("expert", "random", "mixed")
 DEFAULT_EPSILON = 0.3
@@ -136,7 +137,7 @@ def choose_action(policy: str, epsilon: float, admissible: list[str] | None, env
     return rng.choice(admissible)
 
 
-def run_episode(job: EpisodeJob) -> tuple[dict, dict, list[dict]]:
+def run_episode(job: EpisodeJob) -> EpisodeRecord:
     """(task row, episode row, step rows), validated like `read_episodes` would."""
     task = Task.from_row(job.task_row)
     env = _env_for(task, job.max_steps)
@@ -161,7 +162,7 @@ def run_episode(job: EpisodeJob) -> tuple[dict, dict, list[dict]]:
     episode = Episode(**head, return_=float(sum(s["reward"] for s in steps)),
                       success=steps[-1]["success"] if steps else False, length=len(steps),
                       created_at=now_utc()).to_row(steps)
-    return validate_task(job.task_row), episode, steps
+    return EpisodeRecord(validate_task(job.task_row), episode, steps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def run(config: CollectConfig) -> dict[str, Any]:
 
 
 def run_jobs(jobs: list[EpisodeJob], workers: int | None, ray: str | None = None
-             ) -> list[tuple[dict, dict, list]]:
+             ) -> list[EpisodeRecord]:
     """Run every episode (in worker processes unless one worker, or on Ray actors when `ray`
     names a cluster); results in job order."""
     from dreamgym_cli.ui import counter_progress
@@ -260,7 +261,7 @@ def _stats(episodes: list[dict]) -> dict[str, Any]:
     }
 
 
-def summarize(records: list[tuple[dict, dict, list]]) -> dict[str, Any]:
+def summarize(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
     episodes = [episode for _, episode, _ in records]
     per_policy: dict[str, list[dict]] = {}
     for e in episodes:

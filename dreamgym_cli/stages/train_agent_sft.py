@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.rl.agent_prompt import answer_text
 from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, policy_settings, \
     remove_checkpoints
+from dreamgym_cli.schema import EpisodeRecord
 
 
-def sft_pairs(episodes, settings, count_tokens) -> list[tuple[str, str]]:
+def sft_pairs(episodes: Sequence[EpisodeRecord], settings, count_tokens) -> list[tuple[str, str]]:
     """(prompt, answer) per real step, the prompt built exactly as the rollout builds it."""
     from dreamgym_cli.rl.agent_prompt import build_agent_prompt
 
@@ -30,7 +32,7 @@ def sft_pairs(episodes, settings, count_tokens) -> list[tuple[str, str]]:
 SFT_DATA = ("auto", "expert", "successful", "all")
 
 
-def select_sft_episodes(episodes: list, which: str) -> list:
+def select_sft_episodes(episodes: Sequence[EpisodeRecord], which: str) -> list[EpisodeRecord]:
     """The episodes (and steps) behaviour cloning learns from.
 
     expert      episodes of the `expert` policy only
@@ -53,12 +55,12 @@ def select_sft_episodes(episodes: list, which: str) -> list:
             clean = [s for s in steps if not s.get("admissible") or
                      s["action"] in s["admissible"]]
             if clean:
-                out.append((task, episode, clean))
+                out.append(EpisodeRecord(task, episode, clean))
         return out
     return list(episodes)
 
 
-def sft_episodes(config) -> list:
+def sft_episodes(config) -> list[EpisodeRecord]:
     from dreamgym_cli.experience.episodes import load_real_episodes
     from dreamgym_cli.store import ReplayStore
 

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import (
-    OPTIONAL_COLUMNS, SCHEMA_VERSION, SCHEMAS, SOURCES, Task, rows_to_table,
+    OPTIONAL_COLUMNS, SCHEMA_VERSION, SCHEMAS, SOURCES, EpisodeRecord, Task, rows_to_table,
 )
 from dreamgym_cli.store import segments as seg
 
@@ -188,6 +188,11 @@ class ReplayStore:
         return self.append_arrow(rows_to_table("tasks", tasks), rows_to_table("episodes", episodes),
                                  rows_to_table("steps", steps))
 
+    def append_episodes(self, records: Sequence[EpisodeRecord]) -> AppendResult:
+        """Append validated episode records (from schema.validate_episode); all or nothing."""
+        return self.append([r.task for r in records], [r.episode for r in records],
+                           [s for r in records for s in r.steps])
+
     def append_arrow(self, tasks: pa.Table | None = None, episodes: pa.Table | None = None,
                      steps: pa.Table | None = None) -> AppendResult:
         """Append Arrow tables with the v1 schemas (extra columns are dropped); all or nothing."""
@@ -335,8 +340,9 @@ class ReplayStore:
         return [Task.from_row(r) for r in self.read_table("tasks").to_pylist()]
 
     def iter_episodes(self, where: str | None = None,
-                      batch_rows: int = 65536) -> Iterator[tuple[dict, dict, list[dict]]]:
-        """(task row, episode row, step rows ordered by t) per episode, by episode_id.
+                      batch_rows: int = 65536) -> Iterator[EpisodeRecord]:
+        """(task row, episode row, step rows ordered by t) per episode, by episode_id; the task
+        row is None when the tasks table lacks the episode's task.
 
         `where` is an SQL condition on the episodes view, e.g. "source = 'real' AND success".
         """
@@ -359,7 +365,7 @@ class ReplayStore:
             while upcoming is not None and upcoming["episode_id"] == episode["episode_id"]:
                 steps.append(upcoming)
                 upcoming = next(rows, None)
-            yield tasks.get(episode["task_id"]), episode, steps
+            yield EpisodeRecord(tasks.get(episode["task_id"]), episode, steps)
         con.close()
 
     def info(self) -> dict[str, Any]:
