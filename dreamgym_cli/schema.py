@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -472,6 +473,19 @@ def validate_episode(rec: Any, where: str = "") -> EpisodeRecord:
     }
     episode["content_hash"] = episode_hash(episode, steps)
     return EpisodeRecord(task, episode, steps)
+
+
+def episode_record(task: Task, steps: Sequence[dict[str, Any]], *, episode_id: str, source: str,
+                   policy: str, success: bool | None = None) -> EpisodeRecord:
+    """The store rows of one episode of `task` that an env just ran (collect, the rollout engine
+    and the dream env all build them here), validated as `read_episodes` validates a file.
+
+    steps: one dict per step with t, state, admissible, action, next_state, reward, done, success,
+    reasoning, created_at (episode fields may be there too; they must agree). The episode's
+    return is the sum of the rewards; its success is `success`, else the last step's.
+    """
+    return validate_episode({"episode_id": episode_id, "task": task.to_row(), "source": source,
+                             "policy": policy, "steps": list(steps), "success": success})
 
 
 def episode_to_json(task: dict, episode: dict, steps: list[dict]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dreamgym_cli.envs.base import Observation, StepResult
 from dreamgym_cli.errors import InputError
-from dreamgym_cli.schema import EpisodeRecord, Task, now_utc
+from dreamgym_cli.schema import EpisodeRecord, Task, episode_record, now_utc
 
 if TYPE_CHECKING:
     from dreamgym_cli.experience.examples import EMSettings
@@ -341,17 +341,9 @@ class DreamEnv:
 
     def finished_episodes(self) -> list[EpisodeRecord]:
         """(task row, episode row, step rows) of the finished slots, as the store wants them."""
-        from dreamgym_cli.schema import validate_episode
-
-        out = []
-        for s in self.slots:
-            if not s.done or not s.steps:
-                continue
-            rec = {"episode_id": s.episode_id, "task": s.task.to_row(), "source": "synthetic",
-                   "policy": self.policy_name, "steps": s.steps,
-                   "success": s.steps[-1]["success"]}
-            out.append(validate_episode(rec))
-        return out
+        return [episode_record(s.task, s.steps, episode_id=s.episode_id, source="synthetic",
+                               policy=self.policy_name, success=s.steps[-1]["success"])
+                for s in self.slots if s.done and s.steps]
 
     def flush_to_store(self) -> int:
         """Append the finished synthetic episodes to the store (when write_to_store)."""

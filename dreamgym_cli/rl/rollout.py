@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dreamgym_cli.envs.base import clean_action
-from dreamgym_cli.schema import EpisodeRecord, Task, now_utc
+from dreamgym_cli.schema import EpisodeRecord, Task, episode_record, now_utc
 
 ACTION_STOP = "</action>"
 
@@ -238,8 +238,6 @@ def rollout_metrics(episodes: list[EpisodeRollout]) -> dict[str, float]:
 def episode_records(episodes: list[EpisodeRollout], source: str, policy: str
                     ) -> list[EpisodeRecord]:
     """(task row, episode row, step rows) per episode with at least one turn, for the store."""
-    from dreamgym_cli.schema import validate_episode
-
     out = []
     for e in episodes:
         if not e.turns:
@@ -248,9 +246,8 @@ def episode_records(episodes: list[EpisodeRollout], source: str, policy: str
                   "next_state": t.next_state, "reward": t.reward, "done": t.done,
                   "success": t.success, "reasoning": t.reasoning, "created_at": now_utc()}
                  for k, t in enumerate(e.turns)]
-        out.append(validate_episode({"episode_id": e.episode_id, "task": e.task.to_row(),
-                                     "source": source, "policy": policy, "steps": steps,
-                                     "success": e.success if e.turns[-1].done else None}))
+        out.append(episode_record(e.task, steps, episode_id=e.episode_id, source=source,
+                                  policy=policy, success=e.success if e.turns[-1].done else None))
     return out
 
 

@@ -29,7 +29,7 @@ from dreamgym_cli import artifacts
 from dreamgym_cli.config import option, to_dict
 from dreamgym_cli.envs.base import check_step_limit
 from dreamgym_cli.errors import InputError, unknown_name
-from dreamgym_cli.schema import Episode, EpisodeRecord, Step, Task, now_utc, validate_task
+from dreamgym_cli.schema import EpisodeRecord, Task, episode_record, now_utc
 
 POLICIES = ("expert", "random", "mixed")
 DEFAULT_EPSILON = 0.3
@@ -144,9 +144,6 @@ def run_episode(job: EpisodeJob) -> EpisodeRecord:
     if job.policy != "random" and not callable(getattr(env, "expert_action", None)):
         raise InputError(f"env {task.env!r} has no expert; use --policy random", field="policy")
     rng = episode_rng(job.seed, job.policy_label, task.task_id, job.index)
-    ep_id = episode_id(job)
-    head = dict(episode_id=ep_id, task_id=task.task_id, env=task.env, source="real",
-                policy=job.policy_label)
     try:
         observation, steps, done, t = env.reset(task), [], False, 0
     except InputError as e:  # say which task; the file is added by the caller
@@ -154,15 +151,13 @@ def run_episode(job: EpisodeJob) -> EpisodeRecord:
     while not done:
         action = choose_action(job.policy, job.epsilon, observation.admissible, env, rng)
         result = env.step(action)
-        steps.append(Step(**head, t=t, state=observation.text, admissible=observation.admissible,
-                          action=action, next_state=result.observation.text,
-                          reward=result.reward, done=result.done, success=result.success,
-                          reasoning=None, created_at=now_utc()).to_row())
+        steps.append({"t": t, "state": observation.text, "admissible": observation.admissible,
+                      "action": action, "next_state": result.observation.text,
+                      "reward": result.reward, "done": result.done, "success": result.success,
+                      "reasoning": None, "created_at": now_utc()})
         observation, done, t = result.observation, result.done, t + 1
-    episode = Episode(**head, return_=float(sum(s["reward"] for s in steps)),
-                      success=steps[-1]["success"] if steps else False, length=len(steps),
-                      created_at=now_utc()).to_row(steps)
-    return EpisodeRecord(validate_task(job.task_row), episode, steps)
+    return episode_record(task, steps, episode_id=episode_id(job), source="real",
+                          policy=job.policy_label)
 
 
 # ----------------------------------------------------------------------------------------------
