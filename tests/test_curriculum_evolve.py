@@ -41,11 +41,12 @@ def workdir(tmp_path_factory, tw_simple_file) -> Path:  # noqa: F811
 @pytest.fixture(scope="module")
 def seed3(workdir, tw_simple_tasks):  # noqa: F811
     """tw-simple seed 3 (the apple) with its real initial state from the store."""
-    from dreamgym_cli.curriculum.variation import SeedContext, stored_initial_states
+    from dreamgym_cli.curriculum.variation import SeedContext
+    from dreamgym_cli.envs.dream import real_start_states
     from dreamgym_cli.store import ReplayStore
 
     task = next(t for t in tw_simple_tasks if t.task_id.endswith("seed-3"))
-    state, admissible = stored_initial_states(ReplayStore.open(workdir / "S"))[task.task_id]
+    state, admissible = real_start_states(ReplayStore.open(workdir / "S"))[task.task_id]
     return SeedContext(task=task, variance=0.25, initial_state=state, admissible=admissible)
 
 

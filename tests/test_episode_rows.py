@@ -1,6 +1,6 @@
-"""One episode -> store rows (`schema.episode_record`): collect, the rollout engine and the dream env
-build them there, with the fields and values each built on its own before (the old code is kept
-below as the reference, fed the same steps)."""
+"""One episode -> store rows (`schema.episode_record`): collect, the rollout engine and the dream
+env build them there, with the fields and values each built on its own before (the old code is
+kept below as the reference, fed the same steps)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ def test_rollout_rows_are_the_ones_it_built_before(last):
     from dreamgym_cli.rl.rollout import EpisodeRollout, episode_records
 
     task = Task("t0", "textworld", "take the key", {"initial_state": STATE})
-    e = EpisodeRollout(task, 0, "roll-1", [_turn("look", 0.0, False, None), _turn("take key", *last)])
+    e = EpisodeRollout(task, 0, "roll-1",
+                       [_turn("look", 0.0, False, None), _turn("take key", *last)])
     (record,) = episode_records([e, EpisodeRollout(task, 0, "roll-2")], "real", "P")
     check_shape(record)
     steps = [{k: s[k] for k in ("t", "state", "admissible", "action", "next_state", "reward",

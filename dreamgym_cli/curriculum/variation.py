@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from dreamgym_cli.curriculum.variance import select_seed_tasks, zero_variance_share
+from dreamgym_cli.envs.dream import StartState, real_start_states, resolve_start_state
 from dreamgym_cli.experience.tags import TASK, close_tag, open_tag, read_tags
 from dreamgym_cli.schema import EpisodeRecord, Task
 
@@ -383,27 +384,16 @@ def default_embed(texts: Sequence[str]) -> np.ndarray:
 # Initial states
 
 
-def stored_initial_states(store) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """{task_id: (t=0 state, admissible)} from a replay store; real episodes win over synthetic."""
-    table = store.sql(
-        "SELECT task_id, arg_min(state, CASE WHEN source = 'real' THEN 0 ELSE 1 END) AS state, "
-        "arg_min(admissible, CASE WHEN source = 'real' THEN 0 ELSE 1 END) AS admissible "
-        "FROM steps WHERE t = 0 GROUP BY task_id")
-    return {row["task_id"]: (row["state"], tuple(row["admissible"] or ()))
-            for row in table.to_pylist()}
-
-
 def seed_contexts(tasks: Sequence[Task], variances: Mapping[str, float],
-                  known: Mapping[str, tuple[str, tuple[str, ...]]]) -> list[SeedContext]:
-    """Seeds with their initial state: their own, else the one their spec carries, else the parent's
-    (the order the dream env uses)."""
+                  known: Mapping[str, StartState]) -> list[SeedContext]:
+    """Seeds with their initial state, resolved as the dream env resolves it
+    (`envs.dream.resolve_start_state`: own real t=0 state, else the parent's, else the spec's).
+
+    known: start states by task id (`envs.dream.real_start_states`, or the trainer's
+    `env.start_states` of the seeds)."""
     out = []
     for task in tasks:
-        state, admissible = known.get(task.task_id, (None, ()))
-        if state is None and task.spec.get("initial_state"):
-            state = task.spec["initial_state"]
-        if state is None and task.parent_id in known:
-            state, admissible = known[task.parent_id]
+        state, admissible = resolve_start_state(task, known) or (None, ())
         out.append(SeedContext(task=task, variance=float(variances.get(task.task_id, 0.0)),
                                initial_state=state, admissible=tuple(admissible)))
     return out
@@ -416,7 +406,7 @@ def seed_contexts(tasks: Sequence[Task], variances: Mapping[str, float],
 def evolve_pool(em: str | Path | tuple | None, pool: Sequence[Task],
                 variances: Mapping[str, float], *, seeds_per_round: int = 4,
                 candidates: int = 4, store=None,
-                initial_states: Mapping[str, tuple[str, tuple[str, ...]]] | None = None,
+                initial_states: Mapping[str, StartState] | None = None,
                 seed: int = 0, rules: VariationRules = VariationRules(),
                 generate: CandidateGenerator | None = None, embed: Embed | None = None,
                 examples: int = 5) -> EvolveResult:
@@ -441,7 +431,7 @@ def evolve_pool(em: str | Path | tuple | None, pool: Sequence[Task],
                             reason)
     known_states = dict(initial_states or {})
     if store is not None and initial_states is None:
-        known_states = stored_initial_states(store)
+        known_states = real_start_states(store)
     seeds = seed_contexts([by_id[i] for i in seed_ids], variances, known_states)
     generate = generate or load_em_generator(em)
     raw = generate(seeds, candidates, seed)

@@ -5,24 +5,27 @@ A batch of episodes advances together: one retrieval call for the batch (top-k s
 that does not parse is regenerated (up to `max_retries`, sampling at a non-zero temperature) and
 then replaced by an explicit invalid transition (failure, reward 0), counted in `metrics`.
 
-Episodes start from the task's initial real state when the store knows it (a generated task
-starts from its parent's), else from a reset of the real env named by the task (offline envs like
-TextWorld). The step limit is enforced here: hitting it ends the episode as a failure. Finished
-episodes can be written to the store as `source=synthetic` (the paper's co-evolving buffer).
+Episodes start where `resolve_start_state` says (the one rule, shared with train-agent's
+curriculum and `tasks evolve`): the task's own real t=0 state in the store, else its parent's (a
+generated task starts where its parent does), else the `initial_state` of its spec; else from a
+reset of the real env named by the task (offline envs like TextWorld). The step limit is enforced
+here: hitting it ends the episode as a failure. Finished episodes can be written to the store as
+`source=synthetic` (the paper's co-evolving buffer).
 
 `DreamEnv` also speaks the single-episode `Env` protocol (reset/step) for batch size 1.
 
 Public face (used by eval-em, the curriculum and serve): `predict` (transitions for given
 task/state/action queries, each with episode ids retrieval must skip), `reset_batch(..., exclude=)`,
 `is_done` / `end_episode` / `episode_steps`, `start_states`, `backend_and_tokenizer`,
-`replay_store`; `read_em_settings` / `open_experience_model` open an EM directory.
+`replay_store`; `read_em_settings` / `open_experience_model` open an EM directory;
+`real_start_states` / `resolve_start_state` say where a task starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +97,41 @@ def admissible_from_state(text: str) -> list[str] | None:
 
     actions = parse_abstract_state(text).get("actions")
     return list(actions) if actions else None
+
+
+# ---- where a task starts: one rule for the dream env, train-agent's curriculum, tasks evolve ----
+
+StartState = tuple[str, tuple[str, ...]]  # (state text, the actions its `Actions:` line lists)
+
+
+def start_state(text: str) -> StartState:
+    """A start state with the admissible actions an agent is shown in it."""
+    return text, tuple(admissible_from_state(text) or ())
+
+
+def real_start_states(store) -> dict[str, StartState]:
+    """{task_id: start state} from the t=0 steps of a replay store's *real* episodes (a dream's
+    own synthetic output is no evidence of where the real task starts); {} without a store."""
+    if store is None:
+        return {}
+    table = store.sql("SELECT task_id, any_value(state) AS state FROM steps "
+                      "WHERE t = 0 AND source = 'real' GROUP BY task_id")
+    return {task_id: start_state(state) for task_id, state in
+            zip(table.column("task_id").to_pylist(), table.column("state").to_pylist())}
+
+
+def resolve_start_state(task: Task, known: Mapping[str, StartState]) -> StartState | None:
+    """Where `task`'s episodes start, by the one rule: its own real t=0 state, else its parent's
+    (a generated task starts where the task it varies does), else the `initial_state` its spec
+    carries; None when none is known (the dream env then resets the task's real env).
+
+    known: real t=0 start states by task id (`real_start_states`).
+    """
+    own = known.get(task.task_id)
+    found = own if own and own[0] else (known.get(task.parent_id) if task.parent_id else None)
+    if found is None and task.spec.get("initial_state"):
+        found = start_state(task.spec["initial_state"])
+    return found
 
 
 def cut_prompt(ids: list[int], settings) -> list[int]:
@@ -285,11 +323,10 @@ class DreamEnv:
 
     # ---- initial states, the model and the store (for the curriculum and the trainer) ------
 
-    def start_states(self, tasks: Sequence[Task]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    def start_states(self, tasks: Sequence[Task]) -> dict[str, StartState]:
         """{task_id: (state, admissible)}: where this env would start each task."""
         starts = self.initial_states(list(tasks))
-        return {t.task_id: (s, tuple(admissible_from_state(s) or ())) for t, s in
-                zip(tasks, starts)}
+        return {t.task_id: start_state(s) for t, s in zip(tasks, starts)}
 
     def backend_and_tokenizer(self) -> tuple[Any, Any]:
         """The experience model's generation backend and tokenizer (the weights in memory)."""
@@ -300,28 +337,15 @@ class DreamEnv:
         return self.store
 
     def initial_states(self, tasks: list[Task]) -> list[str]:
-        """Each task's initial real state: from the store, else from a reset of its real env."""
-        known = self._stored_initial_states()
+        """Each task's initial state (`resolve_start_state` over the store's real t=0 states),
+        else the state a reset of its real env gives."""
+        if not hasattr(self, "_initial_cache"):
+            self._initial_cache = real_start_states(self.store)
         out = []
         for task in tasks:
-            state = known.get(task.task_id) or (known.get(task.parent_id) if task.parent_id
-                                                else None)
-            if state is None and task.spec.get("initial_state"):
-                state = task.spec["initial_state"]
-            if state is None:
-                state = self._reset_real(task)
-            out.append(state)
+            found = resolve_start_state(task, self._initial_cache)
+            out.append(found[0] if found is not None else self._reset_real(task))
         return out
-
-    def _stored_initial_states(self) -> dict[str, str]:
-        if self.store is None:
-            return {}
-        if not hasattr(self, "_initial_cache"):
-            table = self.store.sql("SELECT task_id, any_value(state) AS state FROM steps "
-                                   "WHERE t = 0 AND source = 'real' GROUP BY task_id")
-            self._initial_cache = dict(zip(table.column("task_id").to_pylist(),
-                                           table.column("state").to_pylist()))
-        return self._initial_cache
 
     def _reset_real(self, task: Task) -> str:
         from dreamgym_cli.envs.real import make_real_env

@@ -11,7 +11,9 @@ task, V = mean((r_i − r̄)²) over its episodes' outcomes (DESIGN §8), the ou
     --outcome success  1 for a success, 0 otherwise (an episode cut before it ended is a failure)
 
 The seeds are the top-m tasks with V > 0; the experience model writes `n` candidates for each,
-validated and selected by `curriculum.variation` (its module doc lists the checks). The output
+validated and selected by `curriculum.variation` (its module doc lists the checks). A seed starts
+where the dream env would start it (`envs.dream.resolve_start_state`): its own real t=0 state in
+the rollouts, else its parent's, else its spec's `initial_state`. The output
 task file is the pool followed by the selected variations (lineage-tagged); its manifest holds
 the metrics (pool size before/after, fraction generated, mean V, share of zero-variance tasks,
 rejected counts by reason) and examples of generated tasks with their parents. When no task has
@@ -77,7 +79,7 @@ def episode_outcome(episode: dict, outcome: str) -> float | None:
 def read_rollouts(path: Path, task_ids: set[str], outcome: str, source: str
                   ) -> tuple[list[str], list[float], dict[str, tuple[str, tuple[str, ...]]], int]:
     """(task ids, outcomes) of the episodes of pool tasks, initial states, episodes ignored."""
-    from dreamgym_cli.curriculum.variation import stored_initial_states
+    from dreamgym_cli.envs.dream import real_start_states
 
     if path.is_dir():
         from dreamgym_cli.store import ReplayStore
@@ -85,7 +87,7 @@ def read_rollouts(path: Path, task_ids: set[str], outcome: str, source: str
         store = ReplayStore.open(path)
         where = "" if source == "all" else f"WHERE source = '{source}'"
         episodes = store.sql(f'SELECT task_id, "return", success FROM episodes {where}').to_pylist()
-        states = stored_initial_states(store)
+        states = real_start_states(store)
     else:
         episodes, states = _read_trajectory_file(path, source)
     ids, rewards, ignored = [], [], 0
@@ -100,20 +102,18 @@ def read_rollouts(path: Path, task_ids: set[str], outcome: str, source: str
 
 
 def _read_trajectory_file(path: Path, source: str):
+    from dreamgym_cli.envs.dream import start_state
     from dreamgym_cli.trajectories import read_episodes
 
-    episodes, states, real = [], {}, set()
+    episodes, states = [], {}
     for _, episode, steps in read_episodes(path):
         if source != "all" and episode["source"] != source:
             continue
         episodes.append(episode)
-        task_id, is_real = episode["task_id"], episode["source"] == "real"
         first = steps[0] if steps and steps[0]["t"] == 0 else None
-        # the first real start state wins; a synthetic one only until a real one is seen
-        if first is not None and (task_id not in states or (is_real and task_id not in real)):
-            states[task_id] = (first["state"], tuple(first.get("admissible") or ()))
-            if is_real:
-                real.add(task_id)
+        # as `real_start_states` reads a store: real t=0 states only (the first one wins)
+        if first is not None and episode["source"] == "real":
+            states.setdefault(episode["task_id"], start_state(first["state"]))
     return episodes, states
 
 
