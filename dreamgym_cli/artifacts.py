@@ -309,6 +309,46 @@ def atomic_path(path: str | Path, *, tmp_dir: str | Path | None = None) -> Itera
     _fsync_file(path.parent)  # makes the rename itself durable
 
 
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A directory replaced whole (a training checkpoint): yields an empty temporary directory.
+
+    When the block ends normally every file in it is fsync'd, the old `path` is renamed to
+    `<path>.old`, the new one renamed to `path`, the old one removed and the parent fsync'd.
+    A crash leaves `path` complete (old or new), or only `<path>.old` complete for the moment
+    between the two renames: readers use `readable_dir`, which falls back to it. When the block
+    raises, the temporary directory is removed and `path` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_file(f)
+        _fsync_file(tmp)
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_file(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def readable_dir(path: str | Path) -> Path | None:
+    """`path` as `atomic_dir` left it: itself, or its `.old` twin after a crash mid-swap."""
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + ".old")):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write `data` (text as UTF-8) to `path` with `atomic_path`'s guarantees."""
     with atomic_path(path) as tmp:

@@ -142,3 +142,27 @@ def test_a_segment_is_fsynced_into_its_table_and_leaves_no_temp(tmp_path, fsynce
     assert entry["rows"] == 3 and entry["bytes"] == segment.stat().st_size
     assert identity(segment) in fsynced and identity(segment.parent) in fsynced
     assert list((tmp_path / TMP_DIR).iterdir()) == []
+
+
+def test_atomic_dir_replaces_a_whole_directory_or_leaves_it(tmp_path):
+    from dreamgym_cli.artifacts import atomic_dir, readable_dir
+
+    target = tmp_path / "last"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("crash while writing")
+    assert (target / "a.txt").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary left
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced whole, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    # a crash between the two renames leaves only the old twin: readers fall back to it
+    target.rename(tmp_path / "last.old")
+    assert readable_dir(target) == tmp_path / "last.old"
+    assert readable_dir(tmp_path / "missing") is None
+

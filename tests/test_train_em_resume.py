@@ -115,7 +115,7 @@ def test_a_resumed_run_continues_from_the_checkpoint_step_to_the_same_weights(
 
 def test_resume_through_the_cli_after_an_interruption(agent_workdir, uninterrupted, tmp_path,
                                                       run_cli):  # noqa: F811
-    """--resume on the command line (checkpoint_every comes from --config: it has no flag)."""
+    """--resume on the command line, checkpoint_every from --config."""
     store, out = agent_workdir / "S", tmp_path / "EM"
     with pytest.raises(Interrupted):
         _train(store, out, crash_after=CRASH_AT)
@@ -150,3 +150,24 @@ def test_resume_without_a_checkpoint_starts_fresh(agent_workdir, uninterrupted,
     result, steps = _train(agent_workdir / "S", out, resume=True)
     assert steps == list(range(1, TOTAL + 1)) and result["steps"] == TOTAL
     _assert_same_weights(out, uninterrupted)
+
+
+def test_resume_with_other_settings_is_refused_and_keeps_the_checkpoint(agent_workdir, tmp_path
+                                                                        ):  # noqa: F811
+    """A checkpoint records the settings that made it: resuming it with another learning rate
+    would mix two runs (the schedule and the optimizer state belong to the first), so it is an
+    InputError naming the setting, and the checkpoint is left as it was."""
+    from dreamgym_cli.errors import InputError
+
+    store, out = agent_workdir / "S", tmp_path / "EM"
+    with pytest.raises(Interrupted):
+        _train(store, out, crash_after=CRASH_AT)
+    state_file = _checkpoints(out) / "last" / "state.json"
+    before = state_file.read_bytes()
+    assert json.loads(before)["made_by"]["lr"] is not None
+    with pytest.raises(InputError, match=r"lr: .* there, 0\.5 now"):
+        _train(store, out, resume=True, lr=0.5)
+    assert state_file.read_bytes() == before and not out.exists()
+    # the same settings (checkpoint/eval cadence may differ) resume
+    result, steps = _train(store, out, resume=True, eval_every=2)
+    assert steps == list(range(EVERY + 1, TOTAL + 1)) and result["steps"] == TOTAL

@@ -20,6 +20,9 @@ from typing import Any
 
 import torch
 
+from dreamgym_cli.artifacts import readable_dir
+from dreamgym_cli.errors import InputError
+
 IGNORE = -100
 
 
@@ -110,8 +113,11 @@ def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Seque
           dist=None) -> dict[str, Any]:
     """Train in place; returns metrics {train/loss (last), eval/loss, steps, curve, seconds}.
 
-    Checkpoints (model + optimizer + step + RNG) go to `checkpoint_dir/last` every
-    `checkpoint_every` steps; `resume=True` continues from there with the same batch order.
+    Checkpoints (model + optimizer + scheduler + step + curve, and the settings that made them)
+    go to `checkpoint_dir/last` every `checkpoint_every` steps; `resume=True` continues from
+    there with the same batch order (fixed up front from the seed, so no RNG state is needed).
+    A checkpoint made with other settings (lr, batch size, steps, seed, ...) or another number of
+    examples is refused (InputError) instead of silently mixing two runs.
     dist: a `scale.distributed.Dist` under `accelerate launch`: each rank trains on its share of
     every batch (same losses as one process) and only rank 0 writes checkpoints.
     """
@@ -126,8 +132,11 @@ def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Seque
         optimizer, lambda s: _schedule(s, total, min(settings.warmup_steps, total // 10 + 1)))
     order = _batch_order(len(train_examples), settings.batch_size, total, settings.seed)
     start, curve = 0, []
-    if resume and checkpoint_dir is not None and (checkpoint_dir / "last").is_dir():
-        start, curve = _load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler)
+    made_by = _run_identity(settings, total, len(train_examples))
+    last = readable_dir(checkpoint_dir / "last") if resume and checkpoint_dir is not None \
+        else None
+    if last is not None:
+        start, curve = _load_checkpoint(last, model, optimizer, scheduler, made_by)
     wrapped = model if dist is None else dist.prepare(model)
     model.train()
     t0 = time.perf_counter()
@@ -157,7 +166,7 @@ def train(model, tokenizer, train_examples: Sequence[dict], eval_examples: Seque
                 (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
             if dist is None or dist.is_main:
                 _save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, step + 1,
-                                 curve)
+                                 curve, made_by)
             if dist is not None:
                 dist.wait()
     return {
@@ -182,30 +191,46 @@ def _batch_order(n: int, batch_size: int, total: int, seed: int) -> list[list[in
     return batches[:total]
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, curve: list) -> None:
+def _run_identity(settings: SFTSettings, total: int, examples: int) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it."""
+    identity = dataclasses.asdict(settings)
+    for key in ("eval_every", "checkpoint_every"):  # may change between the two runs
+        identity.pop(key)
+    return {**identity, "total_steps": total, "examples": examples}
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, curve: list,
+                     made_by: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "curve": curve}))
-    if path.exists():
-        import shutil
-        shutil.rmtree(path)
-    tmp.rename(path)
+    from dreamgym_cli.artifacts import atomic_dir
+
+    with atomic_dir(path) as tmp:
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "curve": curve,
+                                                    "made_by": made_by}))
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list]:
+def _load_checkpoint(path: Path, model, optimizer, scheduler,
+                     made_by: dict[str, Any]) -> tuple[int, list]:
     from safetensors.torch import load_file
 
+    state = json.loads((path / "state.json").read_text())
+    saved = state.get("made_by")
+    if saved is not None and saved != made_by:
+        differ = sorted(k for k in set(saved) | set(made_by) if saved.get(k) != made_by.get(k))
+        raise InputError("the checkpoint was made by a run with other settings ("
+                         + ", ".join(f"{k}: {saved.get(k)!r} there, {made_by.get(k)!r} now"
+                                     for k in differ)
+                         + "); resume with the same settings, or drop --resume to start over",
+                         file=path / "state.json")
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
     optim = torch.load(path / "optim.pt", weights_only=True)
     optimizer.load_state_dict(optim["optimizer"])
     scheduler.load_state_dict(optim["scheduler"])
-    state = json.loads((path / "state.json").read_text())
     return int(state["step"]), list(state["curve"])
 
 

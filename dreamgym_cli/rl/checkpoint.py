@@ -9,7 +9,6 @@ iteration's randomness is derived from (seed, iteration), so nothing else needs 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -65,28 +64,27 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 def save_checkpoint(run_dir: Path, learner, iteration: int, real_steps_used: int) -> None:
     from safetensors.torch import save_file
 
-    final = run_dir / "last"
-    tmp = run_dir / "last.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(learner.model), str(tmp / "model.safetensors"))
-    if learner.value_head is not None:
-        save_file({k: v.contiguous() for k, v in learner.value_head.state_dict().items()},
-                  str(tmp / "value_head.safetensors"))
-    torch.save(learner.optimizer.state_dict(), tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps({"iteration": iteration,
-                                                "real_steps_used": real_steps_used,
-                                                "updates": learner.updates}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    from dreamgym_cli.artifacts import atomic_dir
+
+    with atomic_dir(run_dir / "last") as tmp:
+        save_file(_trainable_state(learner.model), str(tmp / "model.safetensors"))
+        if learner.value_head is not None:
+            save_file({k: v.contiguous() for k, v in learner.value_head.state_dict().items()},
+                      str(tmp / "value_head.safetensors"))
+        torch.save(learner.optimizer.state_dict(), tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps({"iteration": iteration,
+                                                    "real_steps_used": real_steps_used,
+                                                    "updates": learner.updates}))
 
 
 def load_checkpoint(run_dir: Path, learner) -> tuple[int, int]:
     """(iteration reached, real steps used) after loading `run_dir/last`; (0, 0) without one."""
     from safetensors.torch import load_file
 
-    path = run_dir / "last"
-    if not (path / "state.json").is_file():
+    from dreamgym_cli.artifacts import readable_dir
+
+    path = readable_dir(run_dir / "last")
+    if path is None or not (path / "state.json").is_file():
         return 0, 0
     missing = learner.model.load_state_dict(load_file(str(path / "model.safetensors")),
                                             strict=False)
