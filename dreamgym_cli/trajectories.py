@@ -130,16 +130,20 @@ def fill_defaults(obj: Any, *, env: str | None = None, source: str | None = None
         task["env"] = env
 
 
+def _check_schema_version(schema: pa.Schema, path: Path) -> None:
+    version = read_schema_version(schema)
+    if version is not None and version != SCHEMA_VERSION:
+        raise InputError(f"unknown schema version {version}; this dreamgym reads version "
+                         f"{SCHEMA_VERSION}", file=path, field="schema_version")
+
+
 def parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
     """(row, parsed record) of a canonical trajectory Parquet file."""
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"not a readable Parquet file ({e})", file=path) from None
-    version = read_schema_version(pf.schema_arrow)
-    if version is not None and version != SCHEMA_VERSION:
-        raise InputError(f"unknown schema version {version}; this dreamgym reads version "
-                         f"{SCHEMA_VERSION}", file=path, field="schema_version")
+    _check_schema_version(pf.schema_arrow, path)
     if "record" not in pf.schema_arrow.names:
         raise InputError("expected a dreamgym trajectory Parquet file with a 'record' column",
                          file=path)
@@ -192,10 +196,7 @@ def read_tasks(path: str | Path) -> list[Task]:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(f"not a readable Parquet file ({e})", file=path) from None
-        version = read_schema_version(table.schema)
-        if version is not None and version != SCHEMA_VERSION:
-            raise InputError(f"unknown schema version {version}; this dreamgym reads version "
-                             f"{SCHEMA_VERSION}", file=path, field="schema_version")
+        _check_schema_version(table.schema, path)
         rows = list(enumerate(table.to_pylist(), start=1))
     else:
         rows = list(iter_json_lines(path))

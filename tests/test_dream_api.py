@@ -9,22 +9,14 @@ import pytest
 
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task
+from tests.dream_fixtures import untrained_em_dir
 
 STATE = "Location: kitchen\nYou see a key.\nActions: look | take key | go north"
 
 
 @pytest.fixture(scope="module")
 def em_dir(tmp_path_factory) -> Path:
-    """An EM dir in seconds: an untrained tiny model and settings without a store."""
-    from dreamgym_cli.experience.examples import EMSettings
-    from dreamgym_cli.llm.models import save_model
-    from dreamgym_cli.llm.tiny import build_tiny
-
-    out = tmp_path_factory.mktemp("em") / "EM"
-    model, tokenizer = build_tiny("tiny:1m", [STATE, "<next_state>look</next_state> reward 0"] * 8)
-    save_model(model, tokenizer, out)
-    EMSettings(retrieval_k=0, max_new_tokens=12, max_length=256).save(out)
-    return out
+    return untrained_em_dir(tmp_path_factory, STATE)
 
 
 def tasks(n: int) -> list[Task]:

@@ -12,6 +12,7 @@ from tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401 
 from dreamgym_cli.schema import (
     Episode, EpisodeRecord, Step, Task, episode_record, now_utc, validate_episode, validate_task,
 )
+from tests.dream_fixtures import untrained_em_dir
 
 STATE = "Location: kitchen\nYou see a key.\nActions: look | take key | go north"
 STEP_KEYS = {"episode_id", "t", "task_id", "env", "source", "state", "admissible", "action",
@@ -106,16 +107,7 @@ def test_rollout_rows_are_the_ones_it_built_before(last):
 
 @pytest.fixture(scope="module")
 def em_dir(tmp_path_factory) -> Path:
-    """An untrained tiny model saved as an EM dir (no store), as in test_dream_api."""
-    from dreamgym_cli.experience.examples import EMSettings
-    from dreamgym_cli.llm.models import save_model
-    from dreamgym_cli.llm.tiny import build_tiny
-
-    out = tmp_path_factory.mktemp("em") / "EM"
-    model, tokenizer = build_tiny("tiny:1m", [STATE, "<next_state>look</next_state> reward 0"] * 8)
-    save_model(model, tokenizer, out)
-    EMSettings(retrieval_k=0, max_new_tokens=12, max_length=256).save(out)
-    return out
+    return untrained_em_dir(tmp_path_factory, STATE)
 
 
 def old_dream_rows(slot, policy: str) -> tuple:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dreamgym_cli.schema import Task, validate_episode
+from tests.dream_fixtures import untrained_em_dir
 
 REAL = "Location: hall\nActions: take key | go east"  # the seed's real start
 SYNTHETIC = "Location: dream hall\nActions: fly"  # a dream episode's start (not evidence)
@@ -59,16 +60,7 @@ def store_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def em_dir(tmp_path_factory) -> Path:
-    """An untrained tiny model saved as an EM dir (no store), as in test_dream_api."""
-    from dreamgym_cli.experience.examples import EMSettings
-    from dreamgym_cli.llm.models import save_model
-    from dreamgym_cli.llm.tiny import build_tiny
-
-    out = tmp_path_factory.mktemp("em") / "EM"
-    model, tokenizer = build_tiny("tiny:1m", [REAL, "<next_state>look</next_state> reward 0"] * 8)
-    save_model(model, tokenizer, out)
-    EMSettings(retrieval_k=0, max_new_tokens=12, max_length=256).save(out)
-    return out
+    return untrained_em_dir(tmp_path_factory, REAL)
 
 
 def expected_starts() -> dict[str, tuple[str, tuple[str, ...]]]:

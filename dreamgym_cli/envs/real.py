@@ -89,14 +89,15 @@ def real_env_names() -> list[str]:
     return sorted(PLAIN) + sorted(f"{p}:..." for p in PREFIXED)
 
 
-def make_real_env(name: str, **kwargs: Any) -> Env:
-    """A new real env for `name`; InputError (with did-you-mean) for a name that is not one."""
+def make_real_env(name: str, *, known: list[str] | None = None, **kwargs: Any) -> Env:
+    """A new real env for `name`; InputError (with did-you-mean among `known`, by default the
+    real-env names) for a name that is not one."""
     prefix, colon, argument = name.partition(":")
     if colon and prefix in PREFIXED:
         return PREFIXED[prefix](argument, **kwargs)
     if not colon and name in PLAIN:
         return PLAIN[name](**kwargs)
-    raise unknown_name("environment", name, real_env_names(), field="env")
+    raise unknown_name("environment", name, known or real_env_names(), field="env")
 
 
 def check_real_env_name(name: str) -> None:

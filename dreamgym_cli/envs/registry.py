@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dreamgym_cli.envs.base import Env
-from dreamgym_cli.envs.real import PLAIN, PREFIXED, check_real_env_name
+from dreamgym_cli.envs.real import PLAIN, PREFIXED, check_real_env_name, make_real_env
 from dreamgym_cli.errors import unknown_name
 from dreamgym_cli.schema import Task
 
@@ -59,12 +59,9 @@ def check_env_name(name: str) -> None:
 
 def make_env(name: str, **kwargs: Any) -> Env:
     """A new env instance for `name`; InputError (with did-you-mean) for an unknown name."""
-    prefix, colon, argument = name.partition(":")
-    if colon and prefix in _PREFIXED:
-        return _PREFIXED[prefix](argument, **kwargs)
-    if not colon and name in PLAIN:
-        return PLAIN[name](**kwargs)
-    raise unknown_name("environment", name, available_envs(), field="env")
+    if is_dream_name(name):
+        return _dream(name.partition(":")[2], **kwargs)
+    return make_real_env(name, known=available_envs(), **kwargs)
 
 
 def env_for_task(task: Task, **kwargs: Any) -> Env:

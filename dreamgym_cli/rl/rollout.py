@@ -261,28 +261,24 @@ def append_to_store(store, records: Sequence[EpisodeRecord]) -> int:
 # ---- batch envs by name ----------------------------------------------------------------------
 
 
-def is_dream_env(name: str) -> bool:
-    return name.startswith("dream:")
-
-
 def open_batch_env(name: str, *, max_steps: int | None = None, workers: int | None = None,
                    store=None, seed: int | None = None, policy_name: str = "policy",
                    retrieve_synthetic: bool = False, ray: str | None = None):
     """A batch env by name: `dream:EM_DIR` (the experience model), else real envs in workers
     (processes, or Ray actors when `ray` names a cluster: 'local' or an address)."""
-    from dreamgym_cli.envs.registry import make_env
+    from dreamgym_cli.envs.registry import check_env_name, is_dream_name, make_env
     from dreamgym_cli.envs.vector import VectorEnv
 
-    if is_dream_env(name) and ray:
+    if is_dream_name(name) and ray:
         from dreamgym_cli.scale.ray_env import RayDreamEnv
 
         return RayDreamEnv(name, address=ray, store=None if store is None else str(store.path),
                            max_steps=max_steps, seed=seed, policy_name=policy_name,
                            retrieve_synthetic=retrieve_synthetic)
-    if is_dream_env(name):
+    if is_dream_name(name):
         return make_env(name, store=store, max_steps=max_steps, seed=seed,
                         policy_name=policy_name, retrieve_synthetic=retrieve_synthetic)
-    make_env(name).close()  # an unknown name fails here, with its did-you-mean, not in a worker
+    check_env_name(name)  # an unknown name fails here, with its did-you-mean, not in a worker
     kwargs = {} if max_steps is None else {"max_steps": max_steps}
     if ray:
         from dreamgym_cli.scale.ray_env import RayVectorEnv
