@@ -128,8 +128,8 @@ _MAKE = "dreamgym_cli.stages.tasks.MakeConfig"
 def tasks_make(
     env: str = typer.Option(..., help=_help(_MAKE, "env")),
     out_path: Path = typer.Option(..., "--out", help=_help(_MAKE, "out")),
-    seeds: str = typer.Option("1-10", help=_help(_MAKE, "seeds")),
-    split: str = typer.Option("train", help=_help(_MAKE, "split")),
+    seeds: Optional[str] = typer.Option(None, help=_help(_MAKE, "seeds")),
+    split: Optional[str] = typer.Option(None, help=_help(_MAKE, "split")),
     challenge: Optional[str] = typer.Option(None, help=_help(_MAKE, "challenge")),
     settings: Optional[str] = typer.Option(None, help=_help(_MAKE, "settings")),
     suite: Optional[str] = typer.Option(None, help=_help(_MAKE, "suite")),
@@ -145,7 +145,7 @@ def tasks_make(
 
     c = cfg.build(stage.MakeConfig, config, env=env, out=out_path, seeds=seeds, split=split,
                   challenge=challenge, settings=settings, suite=suite, max_steps=max_steps,
-                  data_dir=data_dir, force=force)
+                  data_dir=data_dir, force=force or None)
     emit(stage.make(c), as_json, stage.render_make)
 
 
@@ -160,8 +160,9 @@ _COLLECT = "dreamgym_cli.stages.collect.CollectConfig"
 def collect(
     tasks: Path = typer.Option(..., help=_help(_COLLECT, "tasks")),
     out_path: Path = typer.Option(..., "--out", help=_help(_COLLECT, "out")),
-    policy: str = typer.Option("expert", help=_help(_COLLECT, "policy")),
-    episodes_per_task: int = typer.Option(1, help=_help(_COLLECT, "episodes_per_task")),
+    policy: Optional[str] = typer.Option(None, help=_help(_COLLECT, "policy")),
+    episodes_per_task: Optional[int] = typer.Option(
+        None, help=_help(_COLLECT, "episodes_per_task")),
     epsilon: Optional[float] = typer.Option(None, help=_help(_COLLECT, "epsilon")),
     max_steps: Optional[int] = typer.Option(None, help=_help(_COLLECT, "max_steps")),
     workers: Optional[int] = typer.Option(None, help=_help(_COLLECT, "workers")),
@@ -177,7 +178,7 @@ def collect(
 
     c = cfg.build(stage.CollectConfig, config, tasks=tasks, out=out_path, policy=policy,
                   episodes_per_task=episodes_per_task, epsilon=epsilon, max_steps=max_steps,
-                  workers=workers, ray=ray, seed=seed, force=force)
+                  workers=workers, ray=ray, seed=seed, force=force or None)
     emit(stage.run(c), as_json, stage.render)
 
 
@@ -389,7 +390,7 @@ def _rl_info(metrics: dict) -> str:
 
 @app.command("train-agent")
 def train_agent(
-    algo: str = typer.Option("grpo", help=_help(_AGENT, "algo")),
+    algo: Optional[str] = typer.Option(None, help=_help(_AGENT, "algo")),
     out_path: Path = typer.Option(..., "--out", help=_help(_AGENT, "out")),
     store: Optional[Path] = typer.Option(None, help=_help(_AGENT, "store")),
     base: Optional[str] = typer.Option(None, help=_help(_AGENT, "base")),

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tw_fixtures import tw_games  # noqa: F401  (fixture)
 
 from dreamgym_cli import trajectories
 from dreamgym_cli.config import build
@@ -71,3 +72,31 @@ def test_paths_from_a_file_are_paths(tmp_path):
     c = build(IngestConfig, config)
     assert c.files == (Path("a.jsonl"), Path("b.jsonl")) and c.store == Path("S")
     assert c.rejects == Path("R.jsonl") and c.env == "textworld"
+
+
+def test_a_config_file_sets_options_that_have_defaults(tmp_path, run_cli, tw_games):  # noqa: F811
+    """`tasks make` seeds/split and `collect` policy/episodes-per-task from --config: their CLI
+    defaults must not override the file (flags given on the command line still do)."""
+    from dreamgym_cli.trajectories import read_episodes, read_tasks
+
+    make = tmp_path / "make.yaml"
+    make.write_text("seeds: 2-3\nsplit: valid\nchallenge: tw-simple\n")
+    tasks = tmp_path / "T.jsonl"
+    code, _, err = run_cli("tasks", "make", "--env", "textworld", "--out", tasks,
+                           "--config", make)
+    assert code == 0, err
+    made = read_tasks(tasks)
+    assert len(made) == 2 and {t.split for t in made} == {"valid"}
+
+    collect = tmp_path / "collect.yaml"
+    collect.write_text("policy: random\nepisodes_per_task: 2\nmax_steps: 3\n")
+    out = tmp_path / "E.jsonl"
+    code, _, err = run_cli("collect", "--tasks", tasks, "--out", out, "--config", collect)
+    assert code == 0, err
+    episodes = list(read_episodes(out))
+    assert len(episodes) == 4 and {e.episode["policy"] for e in episodes} == {"random"}
+    code, _, err = run_cli("collect", "--tasks", tasks, "--out", tmp_path / "E2.jsonl",
+                           "--config", collect, "--policy", "expert", "--episodes-per-task", "1")
+    assert code == 0, err
+    episodes = list(read_episodes(tmp_path / "E2.jsonl"))
+    assert len(episodes) == 2 and {e.episode["policy"] for e in episodes} == {"expert"}
