@@ -191,6 +191,11 @@ def summarize(key: str, loaded: dict[str, dict], settings: dict) -> dict:
     row = loaded[key]
     seeds = sorted(row["manifest"])
     names = {"B": settings.get("B", DASH), "B_s2r": settings.get("B_s2r", DASH)}
+    budgets = [((m or {}).get("config") or {}).get("max_real_steps")
+               for m in row["manifest"].values()]
+    budget = next((b for b in budgets if b is not None), None)
+    if budget is not None:  # the row's own budget (Table 2's rows run fewer iterations)
+        names = {"B": budget, "B_s2r": budget}
     out = {"row": key, "label": label.format(**names), "notes": row["notes"]}
     matrix = success_matrix(row["games"], sorted(row["games"]),
                             sorted({g for games in row["games"].values() for g in games}))
@@ -382,22 +387,25 @@ def curriculum_lines(loaded: dict[str, dict], seeds: list[tuple[int, Path]]) -> 
     def share(key, k, name):
         return mean([m.get(name) for m in loaded[key]["curve"].get(k, [])])
 
-    lines = ["| seed | zero-variance share, curriculum on (grpo_dream) | off (dream_no_taskgen) "
+    # "on" is the full DreamGym row of the same budget as the ablation when there is one
+    on_key = ABLATION_REFERENCE if any((loaded.get(ABLATION_REFERENCE) or {}).get(
+        "curve", {}).values()) else "grpo_dream"
+    lines = [f"| seed | zero-variance share, curriculum on ({on_key}) | off (dream_no_taskgen) "
              "| on − off | generated tasks solved in their group | generated tasks |",
              "|---|---|---|---|---|---|"]
     diffs, solved = [], []
     examples = []
     for k, path in seeds:
-        on, off = (share("grpo_dream", k, "curriculum/zero_variance_share"),
+        on, off = (share(on_key, k, "curriculum/zero_variance_share"),
                    share("dream_no_taskgen", k, "curriculum/zero_variance_share"))
         diff = on - off if on is not None and off is not None else None
         diffs.append(diff)
-        solved.append(share("grpo_dream", k, "curriculum/generated_solved_share"))
-        made = load_jsonl(path / "grpo_dream" / "generated_tasks.jsonl")
-        have_file = (path / "grpo_dream" / "generated_tasks.jsonl").is_file()
+        solved.append(share(on_key, k, "curriculum/generated_solved_share"))
+        made = load_jsonl(path / on_key / "generated_tasks.jsonl")
+        have_file = (path / on_key / "generated_tasks.jsonl").is_file()
         lines.append(f"| {k} | {fmt(on, 3)} | {fmt(off, 3)} | {fmt(diff, 3, True)} | "
                      f"{fmt(solved[-1], 3)} | {len(made) if have_file else DASH} |")
-        curriculum = (loaded["grpo_dream"]["manifest"].get(k) or {}).get("curriculum") or {}
+        curriculum = (loaded[on_key]["manifest"].get(k) or {}).get("curriculum") or {}
         shown = curriculum.get("examples") or [
             {"iteration": t.get("generation"), "instruction": t.get("instruction"),
              "parent": t.get("parent_id")} for t in made]
@@ -407,9 +415,9 @@ def curriculum_lines(loaded: dict[str, dict], seeds: list[tuple[int, Path]]) -> 
     lines += ["", "Zero-variance share: the share of a training batch's task groups whose rewards "
               "were all equal (no GRPO signal); the curriculum should lower it. Generated tasks "
               "solved: the share of generated tasks drawn in an iteration that the group solved "
-              "at least once.", "", "Generated tasks (GRPO DreamGym):", ""]
+              "at least once.", "", f"Generated tasks ({on_key}):", ""]
     if not examples:
-        lines.append(f"{DASH} (none in `seed<k>/grpo_dream/generated_tasks.jsonl` or the "
+        lines.append(f"{DASH} (none in `seed<k>/{on_key}/generated_tasks.jsonl` or the "
                      "manifests).")
     for k, e in examples[:6]:
         lines.append(f"- seed{k}, iteration {e.get('iteration')}: \"{e.get('instruction')}\" "

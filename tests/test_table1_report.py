@@ -300,3 +300,21 @@ def test_empty_run_directory_reports_dashes(tmp_path):
     rows = report_rows(run / "results_table2.json")
     assert all(r["success"] is None and r["real_transitions"] is None for r in rows.values())
     assert "no `seed<k>/` directories" in (run / "REPORT_table2.md").read_text()
+
+
+def test_a_real_rows_label_shows_its_own_budget(tmp_path, monkeypatch):
+    """Table 2's PPO real row runs fewer iterations than Table 1's: its label shows the budget
+    its manifest recorded (max_real_steps), not Table 1's B."""
+    run = tmp_path / "run"
+    make_run(run)
+    monkeypatch.setitem(COST, "ppo_real", ([100, 100, 100], 8, 60))
+    for seed in range(3):
+        policy(run, seed, "ppo_real", [0, 1, 0, 0], GAMES)
+        path = run / f"seed{seed}" / "ppo_real" / "manifest.json"
+        manifest = json.loads(path.read_text())
+        path.write_text(json.dumps({**manifest, "config": {"max_real_steps": 160}}))
+    done = run_report(run, "--table", "2")
+    assert done.returncode == 0, done.stderr
+    report = (run / "REPORT_table2.md").read_text()
+    assert table_row(report, "PPO real env (B = 160 real)")[1] == "0.25"
+    assert table_row(report, "GRPO real env (B = 480 real) (reference)")
