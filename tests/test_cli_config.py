@@ -6,21 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+from test_ingest import episodes_file  # noqa: F401  (fixture: canonical episodes)
 from tw_fixtures import tw_games  # noqa: F401  (fixture)
 
-from dreamgym_cli import trajectories
 from dreamgym_cli.config import build
-from dreamgym_cli.schema import validate_episode
-from dreamgym_cli.store import synthetic
-
-
-@pytest.fixture
-def episodes_file(tmp_path) -> Path:
-    records = [validate_episode(synthetic.episode_object(i, 3)) for i in range(4)]
-    path = tmp_path / "E.jsonl"
-    assert trajectories.write_episodes(path, records) == 4
-    return path
 
 
 def _ingest(run_cli, *args) -> dict:
