@@ -22,7 +22,7 @@ OLD = b"the old content\n"
 
 
 class Boom(Exception):
-    pass
+    """Stands for any failure of a writer part way through."""
 
 
 @pytest.fixture
