@@ -111,3 +111,59 @@ def test_batch_envs_speak_the_batch_protocol():
     for cls in (DreamEnv, VectorEnv):
         assert issubclass(cls, BatchEnv), cls
     assert issubclass(DreamEnv, Env)  # and the single-episode protocol, for batch size 1
+
+
+class _CountingBackend:
+    """Delegates to the env's real backend and records how many prompts each call generated."""
+
+    def __init__(self, backend):
+        self.backend, self.batches = backend, []
+
+    def generate(self, prompts, params):
+        self.batches.append(len(prompts))
+        return self.backend.generate(prompts, params)
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+def test_identical_queries_are_generated_once_at_temperature_zero(em_dir):
+    from dreamgym_cli.envs.dream import DreamEnv
+
+    cached = DreamEnv(em_dir, max_retries=0, seed=0)
+    counting = cached.backend = _CountingBackend(cached.backend)
+    plain = DreamEnv(em_dir, max_retries=0, seed=0, cache_size=0)
+    four = [tasks(1)[0]] * 4  # a GRPO group: one task, four episodes, one start state
+    cached.reset_batch(four)
+    plain.reset_batch(four)
+    actions = ["look", "look", "take key", "look"]
+    got, want = cached.step_batch(actions), plain.step_batch(actions)
+    assert [(r.observation.text, r.reward, r.done) for r in got] == \
+        [(r.observation.text, r.reward, r.done) for r in want]
+    assert counting.batches == [2]  # two distinct queries of four
+    assert cached.metrics["dream/cache_hits"] == 2 and plain.metrics["dream/cache_hits"] == 0
+    cached.reset_batch(four)  # the next iteration repeats one query: nothing is generated
+    cached.step_batch(["take key", "take key", "take key", "take key"])
+    assert counting.batches == [2] and cached.metrics["dream/cache_hits"] == 6
+    assert cached.metrics["dream/steps"] == 8  # every step still counts as a dream step
+    cached.close()
+    plain.close()
+
+
+def test_the_cache_keeps_apart_what_the_prompt_keeps_apart_and_is_bounded(em_dir):
+    from dreamgym_cli.envs.dream import DreamEnv, TransitionQuery
+
+    env = DreamEnv(em_dir, max_retries=0, seed=0, cache_size=2)
+    task = tasks(1)[0]
+    env.predict([TransitionQuery(task=task, state=STATE, action="look", exclude=frozenset({"a"})),
+                 TransitionQuery(task=task, state=STATE, action="look", exclude=frozenset({"b"})),
+                 TransitionQuery(task=tasks(2)[1], state=STATE, action="look")])
+    assert env.metrics["dream/cache_hits"] == 0  # other skipped episodes, other instruction
+    assert len(env._cache) == 2  # the oldest of three was dropped
+    sampling = DreamEnv(em_dir, max_retries=0, seed=0, temperature=1.0)
+    sampling.predict([TransitionQuery(task=task, state=STATE, action="look")] * 3)
+    assert sampling.cache_size == 0 and sampling.metrics["dream/cache_hits"] == 0
+    synthetic = DreamEnv(em_dir, max_retries=0, retrieve_synthetic=True)
+    assert synthetic.cache_size == 0  # the store it retrieves from grows as it runs
+    for e in (env, sampling, synthetic):
+        e.close()

@@ -5,6 +5,14 @@ A batch of episodes advances together: one retrieval call for the batch (top-k s
 that does not parse is regenerated (up to `max_retries`, sampling at a non-zero temperature) and
 then replaced by an explicit invalid transition (failure, reward 0), counted in `metrics`.
 
+At temperature 0 with retrieval over real transitions only (the defaults) a transition is a
+deterministic function of its query (instruction, state, action, the history the prompt shows,
+the episode ids retrieval skips), so identical queries are predicted once: duplicates within a
+batch (a GRPO group's members all start in the same state) and repeats across batches (an LRU of
+`cache_size` entries) reuse the first answer, counted as `dream/cache_hits`. Sampling
+(temperature > 0) or retrieving synthetic transitions (the store changes as episodes are
+written) turns the cache off; `cache_size=0` turns it off too.
+
 Episodes start where `resolve_start_state` says (the one rule, shared with train-agent's
 curriculum and `tasks evolve`): the task's own real t=0 state in the store, else its parent's (a
 generated task starts where its parent does), else the `initial_state` of its spec; else from a
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,10 +159,12 @@ class DreamEnv:
                  max_retries: int = 2, max_steps: int | None = None,
                  write_to_store: bool = False, policy_name: str = "policy", seed: int | None = None,
                  model=None, tokenizer=None, retrieve_synthetic: bool = False,
-                 settings: EMSettings | None = None, max_new_tokens: int | None = None):
+                 settings: EMSettings | None = None, max_new_tokens: int | None = None,
+                 cache_size: int = 65_536):
         """`model`/`tokenizer` (and `settings`) already loaded from `em_dir` are shared, not
         loaded again (serve: one model for every session); `max_new_tokens` overrides the
-        model's setting."""
+        model's setting; `cache_size`: transitions remembered for identical queries (used only
+        where a query determines its transition; 0: never)."""
         from dreamgym_cli.llm.generate import open_backend
 
         self.em_dir = Path(em_dir)
@@ -172,8 +183,11 @@ class DreamEnv:
         # (its own past output, enriched into the store) are context only when asked for.
         self.retrieval_sources = None if retrieve_synthetic else ("real",)
         self.slots: list[_Slot] = []
-        self.metrics = {"dream/steps": 0, "dream/retries": 0, "dream/invalid": 0}
+        self.metrics = {"dream/steps": 0, "dream/retries": 0, "dream/invalid": 0,
+                        "dream/cache_hits": 0}
         self._calls = 0
+        self.cache_size = cache_size if temperature == 0 and not retrieve_synthetic else 0
+        self._cache: OrderedDict[tuple, tuple[ParsedTransition, bool]] = OrderedDict()
 
     def _open_store(self, store):
         from dreamgym_cli.store import ReplayStore
@@ -256,9 +270,39 @@ class DreamEnv:
         return StepResult(Observation(p.next_state, admissible, info), float(p.reward),
                           bool(done), success if done else None, info)
 
+    def _query_key(self, slot: _Slot, action: str) -> tuple:
+        """Everything the prompt and the retrieval of this transition depend on."""
+        history = tuple((st["state"], st["action"]) for st in slot.steps[-self.settings.history:]) \
+            if self.settings.history > 0 else ()
+        return (slot.task.instruction, slot.state, action, history, slot.exclude)
+
     def _predict(self, slots: list[_Slot],
                  actions: list[str]) -> tuple[list[ParsedTransition], list[bool]]:
-        """(transition per slot, whether its first completion failed to parse)."""
+        """(transition per slot, whether its first completion failed to parse); each distinct
+        query not in the cache is generated once (see the module docstring)."""
+        if self.cache_size <= 0:
+            return self._predict_uncached(slots, actions)
+        keys = [self._query_key(s, a) for s, a in zip(slots, actions)]
+        todo: dict[tuple, int] = {}  # key -> index of its first slot, for keys not cached
+        for i, key in enumerate(keys):
+            if key not in self._cache and key not in todo:
+                todo[key] = i
+        if todo:
+            firsts = list(todo.values())
+            made, failed = self._predict_uncached([slots[i] for i in firsts],
+                                                  [actions[i] for i in firsts])
+            for key, transition, flag in zip(todo, made, failed):
+                self._cache[key] = (transition, flag)
+        self.metrics["dream/cache_hits"] += len(keys) - len(todo)
+        out = [self._cache[key] for key in keys]
+        for key in keys:
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return [t for t, _ in out], [f for _, f in out]
+
+    def _predict_uncached(self, slots: list[_Slot],
+                          actions: list[str]) -> tuple[list[ParsedTransition], list[bool]]:
         from dreamgym_cli.experience.parser import invalid_transition, parse_em_completion
 
         prompts = self._prompts(slots, actions)

@@ -442,6 +442,9 @@ def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
         metrics.update(observe(episodes) or {})  # the curriculum's metrics, when it has any
     if on_episodes is not None:
         metrics.update(on_episodes(it, episodes) or {})
+    env_counts = getattr(env, "metrics", None)  # the dream env's running counts (steps, cache)
+    if isinstance(env_counts, dict):
+        metrics.update(env_counts)
     t1 = time.perf_counter()
     samples = (ppo_samples(learner, episodes, settings) if settings.algo == "ppo"
                else grpo_samples(episodes, settings.outcome, settings.invalid_penalty))
