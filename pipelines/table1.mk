@@ -20,6 +20,13 @@
 #   eval      every row greedy on the T1_TEST_SEEDS games; pipelines/table1_report.py writes
 #             $(T1_DIR)/REPORT_table{1,2}.md, docs/results.md and docs/results/table{1,2}.json
 #
+# Order (`make table1` on 2 cores): the experience model waits for the first seed's SFT policy and
+# every dream row waits for the experience model, so table1-runs runs in three phases instead of
+# leaving the order to make: (1) the first T1_JOBS seeds' SFT; (2) the experience-model chain
+# (the SFT policy's rollouts, train-em, fidelity) on one lane while the other lane(s) run the
+# remaining SFT seeds, their evals and the first real row; (3) the dream rows first, then
+# everything else, T1_JOBS at a time. Games are generated two task files at a time.
+#
 # Every RL row runs T1_ITERS iterations of T1_BATCH_TASKS × T1_GROUP episodes and 4 optimizer
 # steps each (equal policy updates), rewards success minus T1_PENALTY per off-list action,
 # logs greedy success on the validation games every T1_EVAL_EVERY iterations, and trains in its
@@ -72,7 +79,10 @@ T1_COUNT = $$($(DG) store sql $(1) "SELECT count(*) AS n FROM steps" --json | $(
         table2-report clean-table1
 
 table1: venv
-	$(call staged_run,$(T),table1,$(T1_JOBS))
+	@mkdir -p $(T)
+	$(MAKE) --no-print-directory table1-data
+	$(MAKE) --no-print-directory table1-runs
+	$(MAKE) --no-print-directory table1-report
 table2: venv
 	$(call staged_run,$(T),table2,$(T1_JOBS))
 
@@ -81,10 +91,12 @@ table2-data: $(T)/table1.json
 
 $(T)/table1.json:
 	@mkdir -p $(T)
-	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_DEMO_SEEDS) --split train --out $(T)/demo_tasks.parquet
-	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_POOL_SEEDS) --split train --out $(T)/pool_tasks.parquet
-	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_VAL_SEEDS) --split valid --out $(T)/val_tasks.parquet
-	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_TEST_SEEDS) --split test --out $(T)/test_tasks.parquet
+	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_POOL_SEEDS) --split train --out $(T)/pool_tasks.parquet & pool=$$!; \
+	  $(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_TEST_SEEDS) --split test --out $(T)/test_tasks.parquet; test=$$?; \
+	  wait $$pool && test $$test -eq 0
+	$(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_DEMO_SEEDS) --split train --out $(T)/demo_tasks.parquet & demo=$$!; \
+	  $(DG) tasks make --env textworld --challenge $(T1_CHALLENGE) --seeds $(T1_VAL_SEEDS) --split valid --out $(T)/val_tasks.parquet; val=$$?; \
+	  wait $$demo && test $$val -eq 0
 	$(DG) collect --tasks $(T)/demo_tasks.parquet --policy expert --episodes-per-task 1 --out $(T)/demo_episodes.jsonl
 	$(DG) collect --tasks $(T)/demo_tasks.parquet --policy mixed --epsilon 0.3 --episodes-per-task $(T1_MIXED_EPISODES) --out $(T)/mixed_episodes.jsonl
 	$(DG) collect --tasks $(T)/test_tasks.parquet --policy expert --episodes-per-task 1 --out $(T)/test_episodes.jsonl
@@ -154,7 +166,23 @@ T1_TARGETS := $(T)/fidelity/full/manifest.json $(T)/fidelity_sft/full/manifest.j
 T2_TARGETS := $(foreach v,no_retrieval no_reasoning,$(T)/fidelity/$(v)/manifest.json \
                 $(T)/fidelity_sft/$(v)/manifest.json) \
               $(foreach s,$(T1_SEEDS),$(foreach r,$(T2_ROWS),$(T)/seed$(s)/eval_$(r)/manifest.json))
-table1-runs: $(T1_TARGETS)
+# the phases of table1-runs (see the top of this file)
+T1_LATER_SEEDS := $(wordlist 2,$(words $(T1_SEEDS)),$(T1_SEEDS))
+T1_P1 := $(foreach s,$(wordlist 1,$(T1_JOBS),$(T1_SEEDS)),$(T)/seed$(s)/sft/manifest.json)
+T1_P2_EM := $(T)/em/full/manifest.json $(T)/fidelity/full/manifest.json \
+            $(T)/fidelity_sft/full/manifest.json
+T1_P2_OTHER := $(foreach s,$(T1_LATER_SEEDS),$(T)/seed$(s)/eval_sft/manifest.json) \
+               $(T)/seed$(T1_FIRST_SEED)/eval_grpo_real/manifest.json
+T1_P3 := $(foreach s,$(T1_SEEDS),$(T)/seed$(s)/grpo_dream/manifest.json) $(T1_TARGETS)
+T1_LANES := $(shell echo $$(( $(T1_JOBS) > 1 ? $(T1_JOBS) - 1 : 1 )))
+T1_SUBMAKE := $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST))
+table1-runs:
+	$(T1_SUBMAKE) -j$(T1_JOBS) $(T1_P1)
+	if [ $(T1_JOBS) -gt 1 ]; then \
+	  $(T1_SUBMAKE) $(T1_P2_EM) & em=$$!; $(T1_SUBMAKE) -j$(T1_LANES) $(T1_P2_OTHER); other=$$?; \
+	  wait $$em && test $$other -eq 0; \
+	else $(T1_SUBMAKE) $(T1_P2_EM) $(T1_P2_OTHER); fi
+	$(T1_SUBMAKE) -j$(T1_JOBS) $(T1_P3)
 table2-runs: $(T2_TARGETS)
 
 T1_CMD_VARS = T1_SEEDS='$(T1_SEEDS)' T1_DEMO_SEEDS=$(T1_DEMO_SEEDS) T1_POOL_SEEDS=$(T1_POOL_SEEDS) \
