@@ -11,7 +11,7 @@ Paths measured (each run in its own process, so peak memory is per run):
   fast path; building the batches is not timed).
 - `jsonl`: `dreamgym ingest` on a canonical JSONL file, end to end (parse, validate, spool,
   commit, manifest); writing the file is not timed. Canonical JSONL takes the columnar reader
-  (`canonical_fast.py`).
+  (`canonical_fast.py`, which streams the file in 4 MiB blocks).
 - `jsonl-per-record`: the same with the columnar reader switched off in that process: the
   record-by-record reader every file took before (the baseline).
 - `jsonl+embed`: the same followed by `store.embed()` (needs `dreamgym_cli.store.retrieval`).
@@ -63,7 +63,10 @@ def run_jsonl(n: int, root: Path, embed: bool = False, per_record: bool = False)
     from dreamgym_cli.store import ReplayStore, synthetic
 
     if per_record:  # the baseline: this process never takes the columnar reader
-        canonical_fast.read = lambda *a, **k: None
+        def declined(*args, **kwargs):
+            raise canonical_fast.Declined("per-record baseline")
+
+        canonical_fast.read_batches = declined
 
     data = root / "E.jsonl"
     synthetic.write_jsonl(data, n // STEPS_PER_EPISODE, STEPS_PER_EPISODE)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,6 +153,8 @@ class _Spool:
     def __init__(self, root: Path, batch_steps: int):
         self.root, self.batch_steps = root, batch_steps
         self.rows: dict[str, list[dict]] = {t: [] for t in _SPOOL_TABLES}
+        self.tables: list[tuple[pa.Table, pa.Table, pa.Table]] = []  # fast path, not yet written
+        self.table_steps = 0
         self.batches: list[tuple[int, Path, int]] = []  # (file index, batch dir, steps)
 
     def add_task(self, task: dict) -> None:
@@ -165,12 +168,21 @@ class _Spool:
 
     def add_tables(self, file_index: int, tasks: pa.Table, episodes: pa.Table,
                    steps: pa.Table) -> None:
-        """Whole-file Arrow tables (the fast path), cut into batches of whole episodes."""
-        self.flush(file_index)
-        lengths = episodes.column("length").to_numpy()
-        ends = lengths.cumsum()
+        """Arrow tables of whole episodes (the fast path, a block of a file at a time); written
+        in batches of whole episodes of about `batch_steps` transitions."""
+        self.tables.append((tasks, episodes, steps))
+        self.table_steps += steps.num_rows
+        if self.table_steps >= self.batch_steps:
+            self._write_tables(file_index, final=False)
+
+    def _write_tables(self, file_index: int, final: bool) -> None:
+        """Write the pending tables as full batches; with `final`, the remainder too."""
+        tasks, episodes, steps = (pa.concat_tables(t) for t in zip(*self.tables))
+        ends = episodes.column("length").to_numpy().cumsum()
         start_ep = start_step = 0
         while start_ep < episodes.num_rows or tasks.num_rows:
+            if not final and steps.num_rows - start_step < self.batch_steps:
+                break
             stop_ep = max(start_ep + 1, int((ends <= start_step + self.batch_steps).sum()))
             stop_ep = min(stop_ep, episodes.num_rows)
             stop_step = int(ends[stop_ep - 1]) if stop_ep else 0
@@ -180,6 +192,9 @@ class _Spool:
                         stop_step - start_step)
             tasks = tasks.slice(0, 0)
             start_ep, start_step = stop_ep, stop_step
+        rest = (tasks, episodes.slice(start_ep), steps.slice(start_step))
+        self.tables = [rest] if rest[0].num_rows or rest[1].num_rows else []
+        self.table_steps = rest[2].num_rows
 
     def _write(self, file_index: int, tables: dict[str, pa.Table], n_steps: int) -> None:
         batch_dir = self.root / f"batch-{len(self.batches):06d}"
@@ -191,11 +206,24 @@ class _Spool:
         self.batches.append((file_index, batch_dir, n_steps))
 
     def flush(self, file_index: int) -> None:
+        if self.tables:
+            self._write_tables(file_index, final=True)
         if not self.rows["episodes"] and not self.rows["tasks"]:
             return
         self._write(file_index, {name: rows_to_table(name, rows)
                                  for name, rows in self.rows.items()}, len(self.rows["steps"]))
         self.rows = {t: [] for t in _SPOOL_TABLES}
+
+    def mark(self) -> int:
+        """A point to roll back to (call between files: nothing is pending then)."""
+        return len(self.batches)
+
+    def rollback(self, mark: int) -> None:
+        """Forget everything added since `mark`."""
+        for _, batch_dir, _ in self.batches[mark:]:
+            shutil.rmtree(batch_dir)
+        del self.batches[mark:]
+        self.tables, self.table_steps = [], 0
 
 
 def _validate_and_spool(tallies: list[_FileTally], config: IngestConfig,
@@ -248,34 +276,45 @@ def _validate_and_spool(tallies: list[_FileTally], config: IngestConfig,
 def _spool_fast(index: int, tally: _FileTally, config: IngestConfig,
                 stored_tasks: dict[str, tuple], task_origin: dict[str, tuple[tuple, str]],
                 seen_ids: set[str], seen_hashes: set[str], spool: _Spool) -> bool:
-    """Spool a canonical JSONL file read column-wise; False when it needs the per-record path."""
-    fast = canonical_fast.read(tally.path, env=config.env, source=config.source)
-    if fast is None:
-        return False
+    """Spool a canonical JSONL file read column-wise, a block at a time; False (and nothing
+    spooled or counted) when it needs the per-record path."""
+    mark = spool.mark()
     origin = dict(task_origin)
+    new_ids: set[str] = set()
+    new_hashes: set[str] = set()
+    episodes_read = steps_read = duplicates = 0
     try:
-        new_tasks = [row for line, row in fast["tasks"]
-                     if _check_task(row, stored_tasks, origin, tally.path, line)]
-    except InputError:
-        return False  # the per-record reader names the clashing line exactly
-    task_origin.update(origin)
-    episodes, steps = fast["episodes"], fast["steps"]
-    keep = []
-    for eid, ehash in zip(episodes.column("episode_id").to_pylist(),
-                          episodes.column("content_hash").to_pylist()):
-        duplicate = eid in seen_ids or ehash in seen_hashes
-        keep.append(not duplicate)
-        seen_ids.add(eid)
-        seen_hashes.add(ehash)
-    tally.episodes_read += episodes.num_rows
-    tally.steps_read += steps.num_rows
-    tally.duplicate_in_run += keep.count(False)
-    if not all(keep):
-        mask = pa.array(keep)
-        episodes = episodes.filter(mask)
-        steps = steps.filter(pc.is_in(steps.column("episode_id"),
+        for batch in canonical_fast.read_batches(tally.path, env=config.env,
+                                                 source=config.source):
+            new_tasks = [row for line, row in batch.tasks
+                         if _check_task(row, stored_tasks, origin, tally.path, line)]
+            episodes, steps = batch.episodes, batch.steps
+            keep = []
+            for eid, ehash in zip(episodes.column("episode_id").to_pylist(),
+                                  episodes.column("content_hash").to_pylist()):
+                duplicate = (eid in seen_ids or eid in new_ids or ehash in seen_hashes or
+                             ehash in new_hashes)
+                keep.append(not duplicate)
+                new_ids.add(eid)
+                new_hashes.add(ehash)
+            episodes_read += episodes.num_rows
+            steps_read += steps.num_rows
+            duplicates += keep.count(False)
+            if not all(keep):
+                episodes = episodes.filter(pa.array(keep))
+                steps = steps.filter(pc.is_in(steps.column("episode_id"),
                                               episodes.column("episode_id")))
-    spool.add_tables(index, rows_to_table("tasks", new_tasks), episodes, steps)
+            spool.add_tables(index, rows_to_table("tasks", new_tasks), episodes, steps)
+        spool.flush(index)
+    except (canonical_fast.Declined, InputError):
+        spool.rollback(mark)  # the per-record reader names the bad line exactly
+        return False
+    task_origin.update(origin)
+    seen_ids.update(new_ids)
+    seen_hashes.update(new_hashes)
+    tally.episodes_read += episodes_read
+    tally.steps_read += steps_read
+    tally.duplicate_in_run += duplicates
     return True
 
 
