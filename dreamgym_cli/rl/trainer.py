@@ -11,6 +11,9 @@ penalty to the reference policy (the initial weights: a frozen copy for full fin
 with adapters disabled for LoRA). Old log-probs are the rollout's sampled ones. Metrics go to
 `metrics.jsonl` (and TensorBoard when installed); a checkpoint every `checkpoint_every`
 iterations makes `resume=True` continue where a run stopped.
+
+Under `accelerate launch` (`dist`): each process rolls out its share of the draws, all of them
+learn from all the episodes through DDP, and rank 0 alone logs and checkpoints (see `train`).
 """
 
 from __future__ import annotations
@@ -155,13 +158,12 @@ def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_
 
 
 def reference_logprobs(learner: Learner, turns: Sequence[Turn], micro: int,
-                       temperature: float = 1.0) -> list[list[float]]:
+                       temperature: float = 1.0, score=score_turns) -> list[list[float]]:
+    """score: `score_turns`, or one with its signature (e.g. split over ranks)."""
     if learner.reference is not None:
-        return score_turns(learner.reference, turns, learner.pad_id, micro,
-                           temperature=temperature)[0]
+        return score(learner.reference, turns, learner.pad_id, micro, temperature=temperature)[0]
     with learner.model.disable_adapter():  # LoRA: the base without the adapter is the reference
-        return score_turns(learner.model, turns, learner.pad_id, micro,
-                           temperature=temperature)[0]
+        return score(learner.model, turns, learner.pad_id, micro, temperature=temperature)[0]
 
 
 # ---- advantages ------------------------------------------------------------------------------
@@ -200,7 +202,8 @@ def grpo_samples(episodes: list[EpisodeRollout], outcome: str,
     return [Sample(t, a) for e, a in zip(episodes, adv) for t in e.turns]
 
 
-def bootstrap_values(learner: Learner, episodes: list[EpisodeRollout], micro: int) -> list[float]:
+def bootstrap_values(learner: Learner, episodes: list[EpisodeRollout], micro: int,
+                     score=score_turns) -> list[float]:
     """V(s_N) after each episode's last turn: the critic's estimate where a step limit or budget
     cut the episode (the game was not over), 0 where the env ended it."""
     cut = [i for i, e in enumerate(episodes) if e.truncated and e.final_prompt_ids]
@@ -209,21 +212,21 @@ def bootstrap_values(learner: Learner, episodes: list[EpisodeRollout], micro: in
         probes = [Turn(state="", admissible=None, prompt_ids=list(episodes[i].final_prompt_ids),
                        token_ids=[], logprobs=[], text="", action="", valid_format=True,
                        in_admissible=None) for i in cut]
-        _, values = score_turns(learner.model, probes, learner.pad_id, micro,
-                                value_head=learner.value_head)
+        _, values = score(learner.model, probes, learner.pad_id, micro,
+                          value_head=learner.value_head)
         for i, v in zip(cut, values or []):
             out[i] = float(v)
     return out
 
 
-def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings
-                ) -> list[Sample]:
-    """GAE over each episode's turn rewards with the value head's estimates (whitened),
-    bootstrapped with V(s_N) where the episode was cut rather than ended."""
+def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings,
+                score=score_turns) -> list[Sample]:
+    """GAE over each episode's turn rewards with the value head's estimates (whitened over all
+    the episodes), bootstrapped with V(s_N) where the episode was cut rather than ended."""
     kept = [e for e in episodes if e.turns]
     turns = [t for e in kept for t in e.turns]
-    _, values = score_turns(learner.model, turns, learner.pad_id, settings.micro_batch_turns,
-                            value_head=learner.value_head, temperature=settings.temperature)
+    _, values = score(learner.model, turns, learner.pad_id, settings.micro_batch_turns,
+                      value_head=learner.value_head, temperature=settings.temperature)
     width = max(len(e.turns) for e in kept)
     rewards = torch.zeros(len(kept), width)
     old = torch.zeros(len(kept), width)
@@ -236,7 +239,8 @@ def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSe
         old[i, :n] = torch.tensor(values[k:k + n])
         mask[i, :n] = True
         k += n
-    last = torch.tensor(bootstrap_values(learner, kept, settings.micro_batch_turns))  # [E]
+    last = torch.tensor(bootstrap_values(learner, kept, settings.micro_batch_turns,
+                                         score))  # [E]
     adv, returns = alg.gae(rewards, old, mask, settings.gamma, settings.lam,
                            last_values=last)  # [E, N] each
     adv = alg.masked_whiten(adv, mask) if mask.sum() > 1 else adv
@@ -369,7 +373,8 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
           rollout_settings: RolloutSettings, *, run_dir: Path, resume: bool = False,
           sampler: Sampler | None = None, on_episodes=None, real_env: bool = False,
           progress: Callable[[int, int, dict], None] | None = None,
-          evaluate: Callable[[], dict] | None = None, eval_every: int = 0) -> dict[str, Any]:
+          evaluate: Callable[[], dict] | None = None, eval_every: int = 0,
+          dist=None) -> dict[str, Any]:
     """Run the iterations; metrics per iteration in run_dir/metrics.jsonl. A summary dict.
 
     on_episodes(iteration, episodes) -> dict: called after each rollout (replay enrichment).
@@ -380,34 +385,48 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     evaluate() -> dict: a measurement of the current policy (e.g. greedy success on fixed
     validation games), logged before the first iteration (as iteration 0), every `eval_every`
     iterations and after the last; its env steps are not training data and not in the budget.
+    dist: a `scale.distributed.Dist` under `accelerate launch`. Each rank rolls out its share of
+    every iteration's task draws and all of them learn from all the episodes (see `_rollout`,
+    `learn`); the budget counts every rank's steps. Rank 0 alone draws the tasks (the sampler
+    and its observe/save/resume), calls on_episodes, evaluate and progress, logs and writes the
+    checkpoints; all ranks read the checkpoint on resume. The ranks' weights are compared at the
+    end (`weights_digests` in the summary); ranks that drifted apart are an error.
     """
     from dreamgym_cli.rl.checkpoint import MetricsLog, load_checkpoint, save_checkpoint
 
+    main = dist is None or dist.is_main
+    if not main:
+        on_episodes = evaluate = progress = None
     sampler = sampler or uniform_sampler(pool)
     start, used = load_checkpoint(run_dir, learner) if resume else (0, 0)
-    if resume and callable(getattr(sampler, "resume", None)):
+    if resume and main and callable(getattr(sampler, "resume", None)):
         sampler.resume(run_dir, start)  # a stateful sampler (curriculum) back to the checkpoint
-    log = MetricsLog(run_dir / "metrics.jsonl", keep_until=start)
+    if dist is not None:
+        from dreamgym_cli.scale.distributed import wrap_learner
+
+        wrap_learner(dist, learner)  # DDP starts every rank from rank 0's weights
+    log = MetricsLog(run_dir / "metrics.jsonl", keep_until=start) if main else None
+    write = log.write if log is not None else (lambda metrics: None)
     budget = settings.max_real_steps if real_env else None
     first, last = None, {}
     if evaluate is not None and start == 0:
-        log.write({"iteration": 0, "train/updates": 0, "real_steps_used": 0, **evaluate()})
+        write({"iteration": 0, "train/updates": 0, "real_steps_used": 0, **evaluate()})
     try:
         for it in range(start, settings.iterations):
             if budget is not None and whole_groups(budget - used, settings,
                                                    rollout_settings.max_turns) < 1:
                 break  # not even one whole group of episodes fits in what is left
             metrics = _iteration(learner, env, sampler, settings, rollout_settings, it,
-                                 None if budget is None else budget - used, on_episodes)
+                                 None if budget is None else budget - used, on_episodes, dist)
             used += metrics["rollout/turns"] if real_env else 0
             metrics.update({"iteration": it + 1, "real_steps_used": used})
             if evaluate is not None and eval_every and ((it + 1) % eval_every == 0 or
                                                         it + 1 == settings.iterations):
                 metrics.update(evaluate())
-            log.write(metrics)
+            write(metrics)
             first = first or metrics
             last = metrics
-            if settings.checkpoint_every and (it + 1) % settings.checkpoint_every == 0:
+            if main and settings.checkpoint_every and (it + 1) % settings.checkpoint_every == 0:
                 save_checkpoint(run_dir, learner, it + 1, used)
                 if callable(getattr(sampler, "save", None)):
                     sampler.save(run_dir)
@@ -415,50 +434,99 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
                 progress(it + 1, settings.iterations, metrics)
         if evaluate is not None and last and not any(k.startswith("eval/") for k in last):
             final = evaluate()  # a budget ended the run between two measurements
-            log.write({"iteration": last["iteration"], "train/updates": learner.updates,
-                       "real_steps_used": used, **final})
+            write({"iteration": last["iteration"], "train/updates": learner.updates,
+                   "real_steps_used": used, **final})
             last = {**last, **final}
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     # iterations trained in this call (validation-only lines are logged too: not log.count)
     ran = int(last.get("iteration", start)) - start if last else 0
-    return {"iterations_run": ran, "real_steps_used": used, "first": first, "last": last}
+    summary = {"iterations_run": ran, "real_steps_used": used, "first": first, "last": last}
+    if dist is not None:
+        from dreamgym_cli.scale.distributed import same_weights
+
+        summary["weights_digests"] = same_weights(dist, learner.parameters())
+    return summary
 
 
 def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
                rollout_settings: RolloutSettings, it: int, steps_left: int | None,
-               on_episodes) -> dict[str, Any]:
+               on_episodes, dist=None) -> dict[str, Any]:
     rng = random.Random(settings.seed * 1_000_003 + it)  # stateless per iteration: resumable
     torch.manual_seed(settings.seed * 1_000_003 + it)
+    main = dist is None or dist.is_main
     t0 = time.perf_counter()
     draws = settings.batch_tasks if steps_left is None else \
         min(settings.batch_tasks, whole_groups(steps_left, settings, rollout_settings.max_turns))
-    tasks = sampler(draws, rng)
-    episodes = run_rollouts(env, learner.backend, learner.tokenizer, tasks, rollout_settings,
-                            group_size=settings.group_size, call=it, max_env_steps=steps_left)
+    episodes = _rollout(learner, env, sampler, settings, rollout_settings, it, draws, steps_left,
+                        rng, dist)
     metrics: dict[str, Any] = rollout_metrics(episodes)
     observe = getattr(sampler, "observe", None)
-    if callable(observe):
+    if callable(observe) and main:
         metrics.update(observe(episodes) or {})  # the curriculum's metrics, when it has any
     if on_episodes is not None:
         metrics.update(on_episodes(it, episodes) or {})
-    env_counts = getattr(env, "metrics", None)  # the dream env's running counts (steps, cache)
-    if isinstance(env_counts, dict):
-        metrics.update(env_counts)
+    counts = getattr(env, "metrics", None)  # the dream env's running counts (steps, cache)
+    if isinstance(counts, dict):
+        metrics.update(counts if dist is None else dist.sum_counts(counts))
     t1 = time.perf_counter()
-    samples = (ppo_samples(learner, episodes, settings) if settings.algo == "ppo"
-               else grpo_samples(episodes, settings.outcome, settings.invalid_penalty))
-    metrics["train/advantage_abs_mean"] = (sum(abs(s.advantage) for s in samples) /
-                                           max(len(samples), 1))
-    if settings.kl_coef > 0 and samples:
-        refs = reference_logprobs(learner, [s.turn for s in samples], settings.micro_batch_turns,
-                                  settings.temperature)
-        for s, r in zip(samples, refs):
-            s.ref_logprobs = r
-    metrics.update(update_policy(learner, samples, settings, rng))
-    metrics["train/updates"] = learner.updates
+    metrics.update(learn(learner, episodes, settings, rng, dist))
     metrics.update({"time/rollout_s": round(t1 - t0, 3),
                     "time/train_s": round(time.perf_counter() - t1, 3)})
+    return metrics
+
+
+def _rollout(learner: Learner, env, sampler: Sampler, settings: RLSettings,
+             rollout_settings: RolloutSettings, it: int, draws: int, steps_left: int | None,
+             rng: random.Random, dist) -> list[EpisodeRollout]:
+    """The iteration's episodes, `group_size` per task draw, in draw order.
+
+    Under `dist`: rank 0 draws the tasks and hands them on with its rng state (the update's
+    shuffle goes on from it, as in one process); rank r rolls out draws r, r + W, ... with its
+    share of the step budget, sampling seeded by (seed, iteration, r); every rank then holds all
+    the episodes, each `group` its global draw index. One process is the case W = 1, r = 0."""
+    if dist is None:
+        tasks = sampler(draws, rng)
+        return run_rollouts(env, learner.backend, learner.tokenizer, tasks, rollout_settings,
+                            group_size=settings.group_size, call=it, max_env_steps=steps_left)
+    from dreamgym_cli.scale.distributed import from_main, gather_groups, rank_draws
+
+    tasks, state = from_main(dist, lambda: (sampler(draws, rng), rng.getstate()))
+    rng.setstate(state)
+    mine = rank_draws(dist, draws)
+    share = None if steps_left is None else steps_left * len(mine) // max(draws, 1)
+    episodes = run_rollouts(env, learner.backend, learner.tokenizer, [tasks[g] for g in mine],
+                            rollout_settings, group_size=settings.group_size,
+                            call=it * dist.world + dist.rank, max_env_steps=share)
+    for e in episodes:
+        e.group = mine[e.group]
+    return gather_groups(dist, episodes)
+
+
+def learn(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings,
+          rng: random.Random, dist=None) -> dict[str, float]:
+    """Advantages, reference log-probs and the policy update from one iteration's episodes.
+
+    dist: under `accelerate launch` every rank passes all the episodes, in draw order (see
+    `_rollout`); the reference and value scoring is split over the ranks and the update is the
+    DDP one of `update_policy`, so the result is the 1-process one for the same episodes."""
+    score = score_turns
+    if dist is not None:
+        from dreamgym_cli.scale.distributed import sharded
+
+        score = sharded(dist, score_turns)
+    samples = (ppo_samples(learner, episodes, settings, score) if settings.algo == "ppo"
+               else grpo_samples(episodes, settings.outcome, settings.invalid_penalty))
+    metrics = {"train/advantage_abs_mean": (sum(abs(s.advantage) for s in samples) /
+                                            max(len(samples), 1))}
+    if settings.kl_coef > 0 and samples:
+        refs = reference_logprobs(learner, [s.turn for s in samples], settings.micro_batch_turns,
+                                  settings.temperature, score)
+        for s, r in zip(samples, refs):
+            s.ref_logprobs = r
+    metrics.update(update_policy(learner, samples, settings, rng, dist))
+    metrics["train/updates"] = learner.updates
     return metrics
 
 

@@ -17,6 +17,11 @@ In a dream env the curriculum is on unless `--no-curriculum` (DESIGN §8,
 `--seeds-per-round` tasks with the largest reward variance (`--candidates` each). The
 `curriculum/*` metrics are in metrics.jsonl per iteration (on or off); the tasks a run generated
 are in `generated_tasks.jsonl` of the policy directory and, with their parents, in the manifest.
+
+Under `accelerate launch` (docs/scale.md) every algorithm runs on N processes with the global
+batch unchanged: sft splits each `--batch-size` batch; grpo/ppo split each iteration's
+`--batch-tasks` draws (whole groups per process), count `--max-real-steps` over all of them and
+learn from all the episodes (DDP). Rank 0 alone writes the policy, metrics, checkpoints and store.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ class TrainAgentConfig:
                            "successful), expert, successful (without off-list actions) or all.")
     sft_all: bool = option(False, help="Same as --sft-data all (kept for old commands).")
     group_size: int = option(4, help="Episodes per task draw (GRPO's G).")
-    batch_tasks: int = option(4, help="Task draws per RL iteration.")
+    batch_tasks: int = option(4, help="Task draws per RL iteration (all processes together "
+                              "under accelerate launch).")
     lr: float | None = option(None, help="Learning rate (sft 1e-3 tiny / 2e-4 LoRA; RL 1e-4 "
                               "tiny / 1e-5 otherwise).")
     kl_coef: float = option(0.05, help="Weight of the KL penalty to the initial policy.")
@@ -72,7 +78,8 @@ class TrainAgentConfig:
                                     "action.")
     max_steps_per_episode: int = option(8, help="Turns per episode before it counts as failed.")
     max_real_steps: int | None = option(None, help="Real env: stop when this many steps are "
-                                        "spent (sim-to-real budget).")
+                                        "spent (sim-to-real budget; all processes together "
+                                        "under accelerate launch).")
     max_new_tokens: int | None = option(None, help="Longest answer (default: the policy's, 48).")
     history_budget_tokens: int | None = option(None, help="Prompt history budget in tokens.")
     think: bool | None = option(None, help="Answer with <think> first (default: the policy's).")
@@ -102,9 +109,11 @@ class TrainAgentConfig:
     candidates: int = option(4, help="Curriculum: candidate variations sampled per seed task.")
     zero_variance_weight: float = option(0.1, help="Curriculum: draw weight of a task whose "
                                          "latest group had zero reward variance (others 1).")
-    workers: int | None = option(None, help="Real env worker processes (0: in process).")
+    workers: int | None = option(None, help="Real env worker processes (0: in process; per "
+                                 "process under accelerate launch).")
     ray: str | None = option(None, help="Env workers as Ray actors: 'local' starts Ray here, "
-                             "else a cluster address (e.g. 'auto').")
+                             "else a cluster address (e.g. 'auto'). Not under accelerate "
+                             "launch.")
     full: bool = option(False, help="Pretrained base: train all weights instead of LoRA.")
     lora_r: int = option(16, help="LoRA rank (pretrained bases).")
     lora_alpha: int = option(32, help="LoRA alpha (pretrained bases).")
@@ -175,28 +184,28 @@ def run(config: TrainAgentConfig, progress=None) -> dict[str, Any]:
             raise InputError("not found", file=path, field=name)
     from dreamgym_cli.scale import distributed
 
-    full_config = to_dict(config)
-    run_ = ArtifactRun("train-agent", config.out, full_config, inputs=inputs, force=config.force,
-                       fingerprint_config={k: v for k, v in full_config.items()
-                                           if k not in NOT_IN_FINGERPRINT})
     if distributed.launched() and config.algo != "sft":
-        raise InputError("under `accelerate launch` train-agent runs --algo sft; grpo/ppo run in "
-                         "one process (docs/scale.md)", field="algo")
-    # under `accelerate launch`: ranks > 0 train their share and write nothing
+        from dreamgym_cli.stages.train_agent_rl import check_launch
+
+        check_launch(config)
+    full_config = to_dict(config)
+    key_config = {k: v for k, v in full_config.items() if k not in NOT_IN_FINGERPRINT}
+    if distributed.launched() and config.algo != "sft":  # each process samples its own share
+        key_config["processes"] = distributed.processes()
+    run_ = ArtifactRun("train-agent", config.out, full_config, inputs=inputs, force=config.force,
+                       fingerprint_config=key_config)
+    from dreamgym_cli.stages.train_agent_rl import train_rl
     from dreamgym_cli.stages.train_agent_sft import train_sft
 
-    followed = distributed.follow(run_, lambda out: train_sft(config, out, None))
+    train = train_sft if config.algo == "sft" else train_rl
+    # under `accelerate launch`: ranks > 0 train their share and write nothing
+    followed = distributed.follow(run_, lambda out: train(config, out, None))
     if followed is not None:
         return followed
     with run_:
         if run_.up_to_date:
             return {"out": str(config.out), "skipped": True, **run_.previous["metrics"]}
-        if config.algo == "sft":
-            metrics, extra = train_sft(config, run_.tmp, progress)
-        else:
-            from dreamgym_cli.stages.train_agent_rl import train_rl
-
-            metrics, extra = train_rl(config, run_.tmp, progress)
+        metrics, extra = train(config, run_.tmp, progress)
         manifest = run_.commit(metrics=metrics, extra=extra)
     distributed.done()
     return {"out": str(config.out), "skipped": False, **manifest["metrics"]}

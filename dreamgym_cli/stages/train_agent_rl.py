@@ -1,4 +1,10 @@
-"""train-agent's `grpo` and `ppo`: wire the env, the policy and the store to `rl.trainer.train`."""
+"""train-agent's `grpo` and `ppo`: wire the env, the policy and the store to `rl.trainer.train`.
+
+Under `accelerate launch` every process opens its own env (`--workers` processes each) and its
+copy of the policy, and rolls out its share of each iteration's task draws; rank 0 alone keeps
+the curriculum, runs the validation, adds the episodes of every rank to the store (once) and
+writes the policy (`check_launch` refuses what cannot run so).
+"""
 
 from __future__ import annotations
 
@@ -40,7 +46,26 @@ def rl_settings(config, tiny: bool):
     return settings
 
 
-def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
+def check_launch(config) -> None:
+    """grpo/ppo under `accelerate launch`: an InputError for what cannot run correctly there."""
+    from dreamgym_cli.scale import distributed
+
+    if config.ray:
+        raise InputError("--ray and `accelerate launch` both spread the rollouts: under accelerate "
+                         "each process rolls out its share of the task draws in its own env "
+                         "(--workers N processes each); drop --ray, or use --ray in one process",
+                         field="ray")
+    dist = distributed.current()
+    if not dist.data_parallel:
+        raise InputError(f"grpo/ppo run under DDP only (every process generates its rollouts "
+                         f"with the whole policy), and this launch's accelerate config shards "
+                         f"the model ({dist.kind}); launch with --multi_gpu and no FSDP/DeepSpeed "
+                         f"config", field="algo")
+
+
+def train_rl(config, out_dir: Path | None, progress) -> tuple[dict, dict]:
+    """Train into out_dir; (manifest metrics, manifest extra). Under `accelerate launch` the
+    ranks other than 0 train with out_dir None and write nothing."""
     import torch
 
     from dreamgym_cli.rl.policy import save_policy
@@ -50,6 +75,7 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
     from dreamgym_cli.rl.trainer import make_learner, train
     from dreamgym_cli.rl.value_head import load_value_head
     from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, remove_checkpoints
+    from dreamgym_cli.scale import distributed
     from dreamgym_cli.stages.train_agent_curriculum import (curriculum_report,
                                                             curriculum_status, make_sampler)
 
@@ -65,6 +91,8 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
                          f"of whole episodes ({config.group_size} × "
                          f"{config.max_steps_per_episode} turns); raise it or lower "
                          "--group-size / --max-steps-per-episode", field="max_real_steps")
+    dist = distributed.current()
+    main = dist is None or dist.is_main
     store = _open_store(config.store)
     env = open_batch_env(env_name, max_steps=config.max_steps_per_episode,
                          workers=config.workers, store=store, seed=config.seed,
@@ -84,17 +112,20 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
                                    action_interface=config.action_interface)
         enrich_store = store if store is not None else _env_store(env)
         on_episodes = _enricher(enrich_store, "synthetic" if dream else "real",
-                                config.out.name) if config.enrich else None
+                                config.out.name) if config.enrich and main else None
         run_dir = checkpoint_dir(config.out)
-        sampler = make_sampler(config, env, pool, dream)
-        validation = _validator(config, learner, rollout)
+        sampler = make_sampler(config, env, pool, dream) if main else None
+        validation = _validator(config, learner, rollout) if main else None
         summary = train(learner, env, pool, rl, rollout, run_dir=run_dir, resume=config.resume,
                         sampler=sampler, on_episodes=on_episodes, real_env=not dream,
-                        progress=progress, evaluate=validation, eval_every=config.eval_every)
+                        progress=progress, evaluate=validation, eval_every=config.eval_every,
+                        dist=dist)
     finally:
         env.close()
         if validation is not None:
             validation.close()
+    if out_dir is None:  # a rank other than 0: rank 0 publishes
+        return {}, {}
     save_policy(model, tokenizer, out_dir, settings, value_head)
     curriculum_metrics, curriculum_extra = curriculum_report(
         sampler, out_dir, curriculum_status(config, dream))
@@ -105,7 +136,11 @@ def train_rl(config, out_dir: Path, progress) -> tuple[dict, dict]:
                     "real_steps_used": summary["real_steps_used"], "env": env_name,
                     "enriched_store": str(enrich_store.path) if on_episodes and enrich_store
                     else None, **curriculum_metrics})
-    return metrics, {"first_iteration": summary["first"], **curriculum_extra}
+    extra = {"first_iteration": summary["first"], **curriculum_extra,
+             "processes": 1 if dist is None else dist.world}
+    if dist is not None:  # every rank's weights at the end (equal, or the run failed)
+        extra["weights_digests"] = summary["weights_digests"]
+    return metrics, extra
 
 
 class _Validator:
