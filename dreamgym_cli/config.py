@@ -89,6 +89,11 @@ def build(cls: type[C], file: str | Path | None = None, **overrides: Any) -> C:
         raise InputError(f"{cls.__name__}: {e}", file=file) from None
 
 
+def pick(config: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """{name: value} of some fields of a config: the group that one part's settings take."""
+    return {name: getattr(config, name) for name in names}
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config (paths as strings), as recorded in manifests."""
     out = {}

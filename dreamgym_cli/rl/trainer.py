@@ -3,6 +3,9 @@
     learner = make_learner(model, tokenizer, settings, initial_policy_dir)
     summary = train(learner, env, pool, settings, rollout_settings, run_dir=..., resume=False)
 
+The learner and its settings are in `rl/learner.py`; scoring and advantages (the samples the
+update trains on) in `rl/samples.py`.
+
 Per iteration: sample tasks (`sampler(n, rng)`: uniform over the pool by default; the curriculum
 passes its own), run `group_size` episodes of each in the env, compute advantages (GRPO: the
 group-normalised outcome of each episode on every answer token of every turn; PPO: GAE over the
@@ -19,8 +22,6 @@ learn from all the episodes through DDP, and rank 0 alone logs and checkpoints (
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -31,70 +32,14 @@ import torch
 
 from dreamgym_cli.rl import algorithms as alg
 from dreamgym_cli.rl.batching import collate_turns, forward_turns, per_token
-from dreamgym_cli.rl.rollout import (EpisodeRollout, RolloutSettings, Turn, rollout_metrics,
-                                     run_rollouts)
+from dreamgym_cli.rl.learner import Learner, RLSettings
+from dreamgym_cli.rl.rollout import EpisodeRollout, RolloutSettings, rollout_metrics, run_rollouts
+from dreamgym_cli.rl.samples import (Sample, grpo_samples, ppo_samples, reference_logprobs,
+                                     score_turns)
 from dreamgym_cli.schema import Task
 
-ALGORITHMS = ("grpo", "ppo")
-OUTCOMES = ("return", "success")
 
-
-@dataclasses.dataclass(frozen=True)
-class RLSettings:
-    algo: str = "grpo"
-    iterations: int = 10
-    batch_tasks: int = 4  # task draws per iteration
-    group_size: int = 4  # episodes per task draw (GRPO's G)
-    lr: float = 1e-5
-    kl_coef: float = 0.05
-    kl_estimator: str = "k3"
-    clip_eps: float = 0.2
-    ppo_epochs: int = 1
-    mini_batches: int = 4  # optimizer steps per pass over an iteration's rollouts
-    warmup_steps: int = 4  # linear lr warm-up over the first optimizer steps of the run
-    micro_batch_turns: int = 8
-    entropy_coef: float = 0.0
-    value_coef: float = 0.5
-    value_clip: float = 0.2
-    gamma: float = 1.0
-    lam: float = 0.95
-    grad_clip: float = 1.0
-    outcome: str = "success"  # GRPO's episode reward: 1/0 success, or its return
-    temperature: float = 1.0  # rollout sampling temperature: log-probs are scored at it
-    invalid_penalty: float = 0.0  # subtracted per off-list or malformed action of an episode
-    value_detach: bool = True  # PPO: the critic reads the trunk without training it
-    value_lr: float = 1e-3  # PPO: the value head's own learning rate
-    loss_agg: str = "token-mean"
-    checkpoint_every: int = 1
-    seed: int = 0
-    max_real_steps: int | None = None  # sim-to-real budget of real env steps
-
-
-@dataclasses.dataclass
-class Learner:
-    """What the loop trains: the policy, its optimizer, its reference and (PPO) value head."""
-
-    model: Any
-    tokenizer: Any
-    backend: Any
-    optimizer: torch.optim.Optimizer
-    reference: Any  # a frozen copy of the initial model, or None (LoRA: adapters disabled)
-    value_head: torch.nn.Module | None = None
-    updates: int = 0  # optimizer steps taken (drives the lr warm-up; kept in checkpoints)
-
-    @property
-    def pad_id(self) -> int:
-        t = self.tokenizer
-        return t.pad_token_id if t.pad_token_id is not None else (t.eos_token_id or 0)
-
-    def policy_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        params = self.policy_parameters()
-        if self.value_head is not None:
-            params += list(self.value_head.parameters())
-        return params
+# ---- the learner -------------------------------------------------------------------------------
 
 
 def _is_peft(model) -> bool:
@@ -131,122 +76,6 @@ def warmup_factor(updates: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, (updates + 1) / warmup_steps)
-
-
-# ---- scoring ---------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_head=None,
-                temperature: float = 1.0) -> tuple[list[list[float]], list[float] | None]:
-    """Log-probs of each turn's answer tokens under `model` (and its values, with a head)."""
-    logprobs, values = [], [] if value_head is not None else None
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(turns), micro):
-            chunk = turns[start:start + micro]
-            batch = collate_turns(chunk, pad_id)
-            out = forward_turns(model, batch, value_head=value_head, temperature=temperature)
-            for i in range(len(chunk)):
-                logprobs.append(out.logprobs[i][batch.answer_mask[i]].tolist())
-            if values is not None:
-                values.extend(out.values.tolist())
-    finally:
-        model.train(was_training)
-    return logprobs, values
-
-
-def reference_logprobs(learner: Learner, turns: Sequence[Turn], micro: int,
-                       temperature: float = 1.0, score=score_turns) -> list[list[float]]:
-    """score: `score_turns`, or one with its signature (e.g. split over ranks)."""
-    if learner.reference is not None:
-        return score(learner.reference, turns, learner.pad_id, micro, temperature=temperature)[0]
-    with learner.model.disable_adapter():  # LoRA: the base without the adapter is the reference
-        return score(learner.model, turns, learner.pad_id, micro, temperature=temperature)[0]
-
-
-# ---- advantages ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Sample:
-    """One turn to train on, with everything its loss needs."""
-
-    turn: Turn
-    advantage: float
-    ref_logprobs: list[float] | None = None
-    old_value: float = 0.0
-    value_target: float = 0.0
-
-
-def penalised(value: float, turns: Sequence[Turn], penalty: float) -> float:
-    """`value` minus `penalty` for each off-list or malformed action among `turns`."""
-    if penalty == 0:
-        return value
-    return value - penalty * sum(bad_action(t) for t in turns)
-
-
-def bad_action(turn: Turn) -> bool:
-    """An answer without action tags, or an action the env did not list."""
-    return (not turn.valid_format) or turn.in_admissible is False
-
-
-def grpo_samples(episodes: list[EpisodeRollout], outcome: str,
-                 invalid_penalty: float = 0.0) -> list[Sample]:
-    """Each turn carries its episode's group-normalised outcome (GRPO)."""
-    rewards = torch.tensor([penalised(float(e.success) if outcome == "success"
-                                      else e.total_return, e.turns, invalid_penalty)
-                            for e in episodes])
-    adv = alg.grpo_advantages(rewards, [e.group for e in episodes]).tolist()
-    return [Sample(t, a) for e, a in zip(episodes, adv) for t in e.turns]
-
-
-def bootstrap_values(learner: Learner, episodes: list[EpisodeRollout], micro: int,
-                     score=score_turns) -> list[float]:
-    """V(s_N) after each episode's last turn: the critic's estimate where a step limit or budget
-    cut the episode (the game was not over), 0 where the env ended it."""
-    cut = [i for i, e in enumerate(episodes) if e.truncated and e.final_prompt_ids]
-    out = [0.0] * len(episodes)
-    if cut:
-        probes = [Turn(state="", admissible=None, prompt_ids=list(episodes[i].final_prompt_ids),
-                       token_ids=[], logprobs=[], text="", action="", valid_format=True,
-                       in_admissible=None) for i in cut]
-        _, values = score(learner.model, probes, learner.pad_id, micro,
-                          value_head=learner.value_head)
-        for i, v in zip(cut, values or []):
-            out[i] = float(v)
-    return out
-
-
-def ppo_samples(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings,
-                score=score_turns) -> list[Sample]:
-    """GAE over each episode's turn rewards with the value head's estimates (whitened over all
-    the episodes), bootstrapped with V(s_N) where the episode was cut rather than ended."""
-    kept = [e for e in episodes if e.turns]
-    turns = [t for e in kept for t in e.turns]
-    _, values = score(learner.model, turns, learner.pad_id, settings.micro_batch_turns,
-                      value_head=learner.value_head, temperature=settings.temperature)
-    width = max(len(e.turns) for e in kept)
-    rewards = torch.zeros(len(kept), width)
-    old = torch.zeros(len(kept), width)
-    mask = torch.zeros(len(kept), width, dtype=torch.bool)
-    k = 0
-    for i, e in enumerate(kept):
-        n = len(e.turns)
-        rewards[i, :n] = torch.tensor([penalised(t.reward, [t], settings.invalid_penalty)
-                                       for t in e.turns])
-        old[i, :n] = torch.tensor(values[k:k + n])
-        mask[i, :n] = True
-        k += n
-    last = torch.tensor(bootstrap_values(learner, kept, settings.micro_batch_turns,
-                                         score))  # [E]
-    adv, returns = alg.gae(rewards, old, mask, settings.gamma, settings.lam,
-                           last_values=last)  # [E, N] each
-    adv = alg.masked_whiten(adv, mask) if mask.sum() > 1 else adv
-    return [Sample(t, float(adv[i, j]), old_value=float(old[i, j]),
-                   value_target=float(returns[i, j]))
-            for i, e in enumerate(kept) for j, t in enumerate(e.turns)]
 
 
 # ---- the update --------------------------------------------------------------------------------
@@ -528,23 +357,3 @@ def learn(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings
     metrics.update(update_policy(learner, samples, settings, rng, dist))
     metrics["train/updates"] = learner.updates
     return metrics
-
-
-def check_settings(settings: RLSettings) -> None:
-    from dreamgym_cli.errors import InputError, unknown_name
-
-    if settings.algo not in ALGORITHMS:
-        raise unknown_name("RL algorithm", settings.algo, ALGORITHMS, field="algo")
-    if settings.outcome not in OUTCOMES:
-        raise unknown_name("outcome", settings.outcome, OUTCOMES, field="outcome")
-    if settings.kl_estimator not in alg.KL_KINDS:
-        raise unknown_name("KL estimator", settings.kl_estimator, alg.KL_KINDS,
-                           field="kl_estimator")
-    for name in ("iterations", "batch_tasks", "group_size", "ppo_epochs", "mini_batches",
-                 "micro_batch_turns"):
-        if getattr(settings, name) < 1:
-            raise InputError(f"expected an integer >= 1, got {getattr(settings, name)}",
-                             field=name)
-    if settings.max_real_steps is not None and settings.max_real_steps < 1:
-        raise InputError(f"expected >= 1, got {settings.max_real_steps}", field="max_real_steps")
-    json.dumps(dataclasses.asdict(settings))  # settings go into manifests

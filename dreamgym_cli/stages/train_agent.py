@@ -31,15 +31,28 @@ from pathlib import Path
 from typing import Any
 
 from dreamgym_cli.artifacts import ArtifactRun
-from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.config import option, pick, to_dict
 from dreamgym_cli.errors import InputError
 
 ALGOS = ("sft", "grpo", "ppo")
 NOT_IN_FINGERPRINT = ("resume", "force", "checkpoint_every", "workers", "ray")
 
+# The fields each part's settings take under their own names, one group per concern. The config
+# stays flat (the CLI flags, config-file keys and manifests name these fields); each settings
+# object is built from its group by one method of TrainAgentConfig below.
+SFT_FIELDS = ("batch_size", "epochs", "max_steps", "seed")
+RL_FIELDS = ("algo", "iterations", "batch_tasks", "group_size", "kl_coef", "kl_estimator",
+             "clip_eps", "ppo_epochs", "mini_batches", "warmup_steps", "micro_batch_turns",
+             "entropy_coef", "value_coef", "value_lr", "value_detach", "gamma", "lam", "outcome",
+             "temperature", "invalid_penalty", "checkpoint_every", "seed", "max_real_steps")
+CURRICULUM_FIELDS = ("seeds_per_round", "candidates", "zero_variance_weight", "algo", "outcome",
+                     "seed")
+POLICY_FIELDS = ("think", "history_budget_tokens", "max_new_tokens")  # None: the init policy's
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainAgentConfig:
+    # -- the run: what to train, from what, on what
     algo: str = option("grpo", help="sft (behaviour cloning), grpo or ppo.")
     out: Path = option(None, help="Policy directory to write.")
     store: Path | None = option(None, help="Replay store: SFT data; RL episodes are added to it.")
@@ -48,12 +61,14 @@ class TrainAgentConfig:
     env: str | None = option(None, help="dream:<EM dir> or a real env (default: the tasks' env).")
     tasks: Path | None = option(None, help="Task file (grpo/ppo).")
     iterations: int = option(10, help="RL iterations (rollout + update each).")
+    # -- sft (`sft_settings`)
     max_steps: int | None = option(None, help="SFT: stop after this many optimizer steps.")
     epochs: float = option(3.0, help="SFT: passes over the examples (when no --max-steps).")
     batch_size: int = option(8, help="SFT: examples per optimizer step.")
     sft_data: str = option("auto", help="SFT examples: auto (expert episodes if any, else "
                            "successful), expert, successful (without off-list actions) or all.")
     sft_all: bool = option(False, help="Same as --sft-data all (kept for old commands).")
+    # -- rl (`rl_settings`; `lr` serves sft too)
     group_size: int = option(4, help="Episodes per task draw (GRPO's G).")
     batch_tasks: int = option(4, help="Task draws per RL iteration (all processes together "
                               "under accelerate launch).")
@@ -76,6 +91,7 @@ class TrainAgentConfig:
     outcome: str = option("success", help="GRPO episode reward: success (1/0) or return.")
     invalid_penalty: float = option(0.0, help="RL: reward subtracted per off-list or malformed "
                                     "action.")
+    # -- rollout: how the policy acts (`policy_settings`, `rollout_settings`)
     max_steps_per_episode: int = option(8, help="Turns per episode before it counts as failed.")
     max_real_steps: int | None = option(None, help="Real env: stop when this many steps are "
                                         "spent (sim-to-real budget; all processes together "
@@ -87,6 +103,7 @@ class TrainAgentConfig:
     action_interface: str = option("free", help="free: the env gets the generated action as "
                                    "is; listed: the most similar listed action (the env's "
                                    "admissible list), real and dream envs alike.")
+    # -- the store and the validation
     enrich: bool = option(True, help="Add RL episodes to the store (--no-enrich: ablation).")
     retrieve_synthetic: bool = option(False, help="Dream env: let retrieval return synthetic "
                                       "transitions too (default: real ones only, as in "
@@ -97,6 +114,7 @@ class TrainAgentConfig:
     eval_every: int = option(5, help="Iterations between validation measurements.")
     eval_turns: int | None = option(None, help="Validation turn limit (default: "
                                     "--max-steps-per-episode).")
+    # -- curriculum (`curriculum_settings`)
     curriculum: bool = option(True, help="Dream env: grow the pool with variations of "
                               "high-variance tasks (--no-curriculum: the 'w/o task generation' "
                               "ablation, uniform sampling). Real envs: always off.")
@@ -109,6 +127,7 @@ class TrainAgentConfig:
     candidates: int = option(4, help="Curriculum: candidate variations sampled per seed task.")
     zero_variance_weight: float = option(0.1, help="Curriculum: draw weight of a task whose "
                                          "latest group had zero reward variance (others 1).")
+    # -- env workers and the model's trainable weights
     workers: int | None = option(None, help="Real env worker processes (0: in process; per "
                                  "process under accelerate launch).")
     ray: str | None = option(None, help="Env workers as Ray actors: 'local' starts Ray here, "
@@ -117,6 +136,7 @@ class TrainAgentConfig:
     full: bool = option(False, help="Pretrained base: train all weights instead of LoRA.")
     lora_r: int = option(16, help="LoRA rank (pretrained bases).")
     lora_alpha: int = option(32, help="LoRA alpha (pretrained bases).")
+    # -- bookkeeping
     seed: int = option(0, help="Seed for everything random.")
     checkpoint_every: int = option(1, help="RL: checkpoint every this many iterations.")
     resume: bool = option(False, help="Continue from the last checkpoint of this output.")
@@ -172,6 +192,53 @@ class TrainAgentConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"expected an integer >= 1, got {value}", field=name)
+
+    # ---- each part's settings, built from its group of fields (here and nowhere else) ----------
+
+    def policy_settings(self, base: Any = None):
+        """The output's PolicySettings: `base`'s (the init policy's, else the defaults) with the
+        POLICY_FIELDS this config sets, and how the policy was made."""
+        from dreamgym_cli.rl.policy import PolicySettings
+
+        base = base or PolicySettings()
+        prompt = {name: getattr(base, name) if value is None else value
+                  for name, value in pick(self, POLICY_FIELDS).items()}
+        return PolicySettings(**prompt, made_by={
+            "algo": self.algo, "init": str(self.init) if self.init else None, "base": self.base,
+            "env": self.env, "seed": self.seed, "parent": base.made_by or None})
+
+    def rollout_settings(self, policy):
+        """How the policy acts in the RL rollouts: its prompt format with this run's sampling."""
+        from dreamgym_cli.rl.session import rollout_settings
+
+        return rollout_settings(policy, temperature=self.temperature,
+                                max_turns=self.max_steps_per_episode, seed=self.seed,
+                                action_interface=self.action_interface)
+
+    def sft_settings(self, tiny: bool):
+        """llm.sft's settings; the default lr by model size (a tiny model takes a larger one)."""
+        from dreamgym_cli.llm.sft import SFTSettings
+
+        return SFTSettings(**pick(self, SFT_FIELDS), lr=self._lr(1e-3 if tiny else 2e-4),
+                           eval_every=max(1, self.max_steps or 50), checkpoint_every=100)
+
+    def rl_settings(self, tiny: bool):
+        """The RL loop's settings (checked); the default lr by model size."""
+        from dreamgym_cli.rl.learner import RLSettings, check_settings
+
+        settings = RLSettings(**pick(self, RL_FIELDS), lr=self._lr(1e-4 if tiny else 1e-5))
+        check_settings(settings)
+        return settings
+
+    def curriculum_settings(self, enabled: bool):
+        """The curriculum sampler's settings (`--lambda` is its `lam`)."""
+        from dreamgym_cli.curriculum.sampler import CurriculumSettings
+
+        return CurriculumSettings(enabled=enabled, every=self.curriculum_every, lam=self.lambda_,
+                                  **pick(self, CURRICULUM_FIELDS))
+
+    def _lr(self, default: float) -> float:
+        return self.lr if self.lr is not None else default
 
 
 def run(config: TrainAgentConfig, progress=None) -> dict[str, Any]:

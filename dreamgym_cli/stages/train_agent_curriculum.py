@@ -24,7 +24,7 @@ def curriculum_status(config, dream: bool) -> str:
 
 def make_sampler(config, env, pool, dream: bool):
     """The trainer's sampler for this run (a CurriculumSampler, on or off)."""
-    from dreamgym_cli.curriculum.sampler import CurriculumSampler, CurriculumSettings
+    from dreamgym_cli.curriculum.sampler import CurriculumSampler
 
     status = curriculum_status(config, dream)
     if status == OFF_REAL_ENV and config.curriculum:
@@ -32,18 +32,14 @@ def make_sampler(config, env, pool, dream: bool):
 
         Console(stderr=True).print(f"curriculum {status}", highlight=False, markup=False)
     enabled = status == "on"
-    settings = CurriculumSettings(
-        enabled=enabled, every=config.curriculum_every, lam=config.lambda_,
-        seeds_per_round=config.seeds_per_round, candidates=config.candidates, algo=config.algo,
-        outcome=config.outcome, seed=config.seed,
-        zero_variance_weight=config.zero_variance_weight)
     generate = states = None
     if enabled:
         from dreamgym_cli.curriculum.variation import em_candidate_generator
 
         generate = em_candidate_generator(*env.backend_and_tokenizer())
         states = env.start_states
-    return CurriculumSampler(pool, settings, generate=generate, initial_states=states)
+    return CurriculumSampler(pool, config.curriculum_settings(enabled), generate=generate,
+                             initial_states=states)
 
 
 def curriculum_report(sampler, out_dir: Path, status: str) -> tuple[dict[str, Any], dict]:

@@ -28,24 +28,6 @@ def corpus_from_env(env, tasks) -> list[str]:
     return texts
 
 
-def rl_settings(config, tiny: bool):
-    from dreamgym_cli.rl.trainer import RLSettings, check_settings
-
-    settings = RLSettings(
-        algo=config.algo, iterations=config.iterations, batch_tasks=config.batch_tasks,
-        group_size=config.group_size, lr=config.lr if config.lr is not None else
-        (1e-4 if tiny else 1e-5), kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
-        clip_eps=config.clip_eps, ppo_epochs=config.ppo_epochs, mini_batches=config.mini_batches,
-        micro_batch_turns=config.micro_batch_turns, entropy_coef=config.entropy_coef,
-        value_coef=config.value_coef, gamma=config.gamma, lam=config.lam,
-        outcome=config.outcome, checkpoint_every=config.checkpoint_every, seed=config.seed,
-        max_real_steps=config.max_real_steps, warmup_steps=config.warmup_steps,
-        temperature=config.temperature, invalid_penalty=config.invalid_penalty,
-        value_detach=config.value_detach, value_lr=config.value_lr)
-    check_settings(settings)
-    return settings
-
-
 def check_launch(config) -> None:
     """grpo/ppo under `accelerate launch`: an InputError for what cannot run correctly there."""
     from dreamgym_cli.scale import distributed
@@ -71,7 +53,6 @@ def train_rl(config, out_dir: Path | None, progress) -> tuple[dict, dict]:
     from dreamgym_cli.rl.policy import save_policy
     from dreamgym_cli.envs.registry import is_dream_name
     from dreamgym_cli.rl.rollout import open_batch_env
-    from dreamgym_cli.rl.session import rollout_settings
     from dreamgym_cli.rl.trainer import make_learner, train
     from dreamgym_cli.rl.value_head import load_value_head
     from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, remove_checkpoints
@@ -103,13 +84,11 @@ def train_rl(config, out_dir: Path | None, progress) -> tuple[dict, dict]:
     try:
         torch.manual_seed(config.seed)
         model, tokenizer, settings, tiny = load_start_model(
-            config, lambda: corpus_from_env(env, pool[:16]))
+            config, lambda _settings: corpus_from_env(env, pool[:16]))
         value_head = load_value_head(model, config.init) if config.algo == "ppo" else None
-        rl = rl_settings(config, tiny)
+        rl = config.rl_settings(tiny)
         learner = make_learner(model, tokenizer, rl, value_head)
-        rollout = rollout_settings(settings, temperature=config.temperature,
-                                   max_turns=config.max_steps_per_episode, seed=config.seed,
-                                   action_interface=config.action_interface)
+        rollout = config.rollout_settings(settings)
         enrich_store = store if store is not None else _env_store(env)
         on_episodes = _enricher(enrich_store, "synthetic" if dream else "real",
                                 config.out.name) if config.enrich and main else None

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.rl.agent_prompt import answer_text
-from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, policy_settings, \
-    remove_checkpoints
+from dreamgym_cli.rl.start import checkpoint_dir, load_start_model, remove_checkpoints
 from dreamgym_cli.schema import EpisodeRecord
 
 
@@ -79,9 +78,8 @@ def train_sft(config, out_dir: Path, progress) -> tuple[dict, dict]:
     from dreamgym_cli.experience.episodes import split_episodes
 
     episodes = sft_episodes(config)
-    settings = policy_settings(config)
 
-    def corpus() -> list[str]:  # a tiny tokenizer learns the very texts it will see
+    def corpus(settings) -> list[str]:  # a tiny tokenizer learns the very texts it will see
         rough = sft_pairs(episodes, settings, lambda text: len(text) // 4)
         return [p + c for p, c in rough]
 
@@ -90,14 +88,10 @@ def train_sft(config, out_dir: Path, progress) -> tuple[dict, dict]:
     examples = {name: [sft.encode_pair(tokenizer, p, c, 1024)
                        for p, c in sft_pairs(eps, settings, token_counter(tokenizer))]
                 for name, eps in (("train", train_eps), ("heldout", held_eps))}
-    lr = config.lr if config.lr is not None else (1e-3 if tiny else 2e-4)
-    sft_settings = sft.SFTSettings(lr=lr, batch_size=config.batch_size, epochs=config.epochs,
-                                   max_steps=config.max_steps, seed=config.seed,
-                                   eval_every=max(1, config.max_steps or 50),
-                                   checkpoint_every=100)
     from dreamgym_cli.scale.distributed import current
 
-    metrics = sft.train(model, tokenizer, examples["train"], examples["heldout"], sft_settings,
+    metrics = sft.train(model, tokenizer, examples["train"], examples["heldout"],
+                        config.sft_settings(tiny),
                         checkpoint_dir=checkpoint_dir(config.out), resume=config.resume,
                         progress=progress, dist=current())
     if out_dir is None:  # a rank > 0 of a multi-process launch: rank 0 saves
