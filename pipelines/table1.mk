@@ -14,7 +14,8 @@
 #             DreamGym-S2R (the DreamGym policy + GRPO real with B/8)
 #             table 2 (after table 1, on its data, SFT policies and full experience model; its
 #             rows run T2_ITERS iterations, a third of table 1's, to keep it within its 100 min
-#             on 2 cores: a dream row costs ~34 min at 24 iterations): PPO real (B2); PPO
+#             on 2 cores: a dream row cost ~34 min at 24 iterations, ~17 since the dream env's
+#             transition cache): PPO real (B2); PPO
 #             DreamGym; GRPO DreamGym full (the ablations' reference at the same updates);
 #             DreamGym w/o retrieval, w/o reasoning, w/o task generation (GRPO, as the paper's)
 #   eval      every row greedy on the T1_TEST_SEEDS games; pipelines/table1_report.py writes
