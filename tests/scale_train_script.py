@@ -66,8 +66,9 @@ def run_sft(args, dist) -> dict:
 def run_rl(args, dist) -> dict:
     from dreamgym_cli.llm.tiny import build_tiny
     from dreamgym_cli.rl.rollout import Turn
-    from dreamgym_cli.rl.trainer import (RLSettings, Sample, make_learner, reference_logprobs,
-                                         score_turns, update_policy)
+    from dreamgym_cli.rl.learner import RLSettings
+    from dreamgym_cli.rl.samples import Sample, reference_logprobs, score_turns
+    from dreamgym_cli.rl.trainer import make_learner, update_policy
 
     model, tokenizer = build_tiny("tiny:1m", corpus(), seed=0)
     rng = random.Random(5)
@@ -97,7 +98,8 @@ def run_rl_episodes(args, dist) -> dict:
     from dreamgym_cli.envs.vector import VectorEnv
     from dreamgym_cli.rl.policy import load_policy
     from dreamgym_cli.rl.rollout import RolloutSettings, run_rollouts
-    from dreamgym_cli.rl.trainer import RLSettings, learn, make_learner
+    from dreamgym_cli.rl.learner import RLSettings
+    from dreamgym_cli.rl.trainer import learn, make_learner
     from dreamgym_cli.rl.value_head import load_value_head
     from dreamgym_cli.trajectories import read_tasks
 

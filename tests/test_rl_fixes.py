@@ -64,7 +64,7 @@ def test_gae_bootstraps_a_cut_episode_with_the_value_after_its_last_turn():
 
 
 def test_invalid_action_penalty_lowers_the_outcome_of_off_list_and_malformed_actions():
-    from dreamgym_cli.rl.trainer import grpo_samples
+    from dreamgym_cli.rl.samples import grpo_samples
 
     clean = _episode(0, False, [_turn(), _turn()])
     sloppy = _episode(0, False, [_turn(allowed=False), _turn(valid=False)])
@@ -111,7 +111,9 @@ def _rollouts(model, tokenizer, tasks, max_turns=2):
 
 
 def test_several_warmed_up_optimizer_steps_per_iteration(sft_policy, tw_simple_tasks):  # noqa: F811
-    from dreamgym_cli.rl.trainer import RLSettings, grpo_samples, make_learner, update_policy
+    from dreamgym_cli.rl.learner import RLSettings
+    from dreamgym_cli.rl.samples import grpo_samples
+    from dreamgym_cli.rl.trainer import make_learner, update_policy
 
     model, tokenizer, _ = _policy(sft_policy)
     settings = RLSettings(lr=1e-3, kl_coef=0.0, mini_batches=4, warmup_steps=8)

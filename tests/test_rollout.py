@@ -44,7 +44,7 @@ def test_rollout_keeps_the_sampled_ids_and_logprobs_of_the_policy(policy, tw_sim
     from dreamgym_cli.llm.sft import encode_prompt
     from dreamgym_cli.rl.agent_prompt import build_agent_prompt
     from dreamgym_cli.rl.policy import token_counter
-    from dreamgym_cli.rl.trainer import score_turns
+    from dreamgym_cli.rl.samples import score_turns
 
     model, tokenizer = policy
     episodes, _ = _rollouts(policy, tw_simple_tasks[:2])

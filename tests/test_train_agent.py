@@ -37,7 +37,7 @@ def test_rollout_logprobs_equal_the_trainers_at_a_non_unit_temperature(sft_polic
     from dreamgym_cli.envs.vector import VectorEnv
     from dreamgym_cli.llm.generate import open_backend
     from dreamgym_cli.rl.rollout import RolloutSettings, run_rollouts
-    from dreamgym_cli.rl.trainer import score_turns
+    from dreamgym_cli.rl.samples import score_turns
 
     model, tokenizer, _ = _policy(sft_policy)
     backend = open_backend("transformers", model=model, tokenizer=tokenizer)
@@ -56,8 +56,9 @@ def test_rollout_logprobs_equal_the_trainers_at_a_non_unit_temperature(sft_polic
 
 def test_grpo_update_moves_logprobs_with_the_advantage_and_starts_at_zero_kl(
         sft_policy, tw_simple_tasks):  # noqa: F811
-    from dreamgym_cli.rl.trainer import (RLSettings, Sample, make_learner, reference_logprobs,
-                                         score_turns, update_policy)
+    from dreamgym_cli.rl.learner import RLSettings
+    from dreamgym_cli.rl.samples import Sample, reference_logprobs, score_turns
+    from dreamgym_cli.rl.trainer import make_learner, update_policy
 
     model, tokenizer, _ = _policy(sft_policy)
     settings = RLSettings(lr=3e-3, kl_coef=0.05, micro_batch_turns=3, mini_batches=1,
@@ -84,7 +85,7 @@ def test_grpo_update_moves_logprobs_with_the_advantage_and_starts_at_zero_kl(
 
 
 def test_grpo_advantages_are_shared_by_every_turn_of_an_episode(sft_policy, tw_simple_tasks):  # noqa: F811
-    from dreamgym_cli.rl.trainer import grpo_samples
+    from dreamgym_cli.rl.samples import grpo_samples
 
     model, tokenizer, _ = _policy(sft_policy)
     episodes = _real_episodes(model, tokenizer, tw_simple_tasks[:2])
@@ -103,7 +104,8 @@ def _train_once(sft_policy, tasks, tmp_path, algo="grpo", iterations=1, resume=F
                 run_dir=None, invalid_penalty=0.0):  # noqa: F811
     from dreamgym_cli.envs.vector import VectorEnv
     from dreamgym_cli.rl.rollout import RolloutSettings
-    from dreamgym_cli.rl.trainer import RLSettings, make_learner, train
+    from dreamgym_cli.rl.learner import RLSettings
+    from dreamgym_cli.rl.trainer import make_learner, train
     from dreamgym_cli.rl.value_head import load_value_head
 
     model, tokenizer, _ = _policy(sft_policy)

@@ -1,6 +1,6 @@
 """GRPO and PPO training loops, built from parts (rollout → advantages → loss → optimizer step).
 
-    learner = make_learner(model, tokenizer, settings, initial_policy_dir)
+    learner = make_learner(model, tokenizer, settings, value_head)
     summary = train(learner, env, pool, settings, rollout_settings, run_dir=..., resume=False)
 
 The learner and its settings are in `rl/learner.py`; scoring and advantages (the samples the
