@@ -87,3 +87,29 @@ def test_rollout_design_invocation_appends_synthetic_episodes(run_cli, agent_wor
         "SELECT policy, count(*) AS n FROM episodes WHERE source = 'synthetic' GROUP BY ALL")
     assert rows.to_pylist() == [{"policy": sft_policy.name, "n": 6}]
     assert list((store / "manifests").glob("rollout-*.json"))
+
+
+def test_rollout_names_its_episodes_reproducibly(run_cli, sft_policy, tw_simple_file,
+                                                 tmp_path):  # noqa: F811
+    from dreamgym_cli.store import ReplayStore
+
+    def rollout(store, *extra):
+        code, out, err = run_cli("rollout", "--policy", sft_policy, "--tasks", tw_simple_file,
+                                 "--store", store, "--episodes-per-task", "2",
+                                 "--max-steps-per-episode", "2", "--workers", "0", "--json",
+                                 *extra)
+        assert code == 0, err
+        return json.loads(out)
+
+    def ids(store):
+        rows = ReplayStore.open(store).sql("SELECT episode_id FROM episodes ORDER BY episode_id")
+        return [r["episode_id"] for r in rows.to_pylist()]
+
+    for name in ("A", "B"):
+        ReplayStore.open(tmp_path / name, create=True)
+        rollout(tmp_path / name)
+    assert ids(tmp_path / "A") == ids(tmp_path / "B") and len(ids(tmp_path / "A")) == 6
+    again = rollout(tmp_path / "A")  # the same episodes again: skipped, not stored twice
+    assert again["store/episodes_added"] == 0 and len(ids(tmp_path / "A")) == 6
+    other = rollout(tmp_path / "A", "--seed", "1")
+    assert other["store/episodes_added"] == 6 and len(ids(tmp_path / "A")) == 12

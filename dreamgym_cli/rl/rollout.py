@@ -19,6 +19,7 @@ prompt of the state it was cut in (`final_prompt_ids`) so PPO can bootstrap its 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -88,14 +89,26 @@ def turn_seed(seed: int, call: int, turn: int) -> int:
     return ((seed * 1_000_003 + call) * 10_007 + turn) % (2**31 - 1)
 
 
+def episode_ids(namespace: str | None, call: int, tasks: Sequence[Task]) -> list[str]:
+    """Ids of the episodes of one call, in draw order: random without a namespace, else a
+    function of (namespace, call, draw index, task id), so a seeded rerun names its episodes
+    as the first run did (and the store skips them as duplicates)."""
+    if namespace is None:
+        return [f"roll-{uuid.uuid4().hex[:16]}" for _ in tasks]
+    return ["roll-" + hashlib.sha256(f"{namespace}\0{call}\0{i}\0{t.task_id}".encode())
+            .hexdigest()[:16] for i, t in enumerate(tasks)]
+
+
 def run_rollouts(env, backend, tokenizer, tasks: list[Task], settings: RolloutSettings, *,
                  group_size: int = 1, call: int = 0, max_env_steps: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> list[EpisodeRollout]:
+                 progress: Callable[[int, int], None] | None = None,
+                 id_namespace: str | None = None) -> list[EpisodeRollout]:
     """`group_size` episodes of every task in `tasks`, run together in `env`.
 
     call: a counter (the training iteration) that makes each call's sampling seeds distinct.
     max_env_steps: a budget of env steps for this call (sim-to-real); never exceeded.
     progress(turn, running): called after every turn.
+    id_namespace: makes the episode ids reproducible (see `episode_ids`); None: random ids.
     """
     from dreamgym_cli.rl.policy import token_counter
 
@@ -103,7 +116,8 @@ def run_rollouts(env, backend, tokenizer, tasks: list[Task], settings: RolloutSe
     if not draws:
         return []
     observations = list(env.reset_batch([task for _, task in draws]))
-    episodes = [EpisodeRollout(task, g, f"roll-{uuid.uuid4().hex[:16]}") for g, task in draws]
+    ids = episode_ids(id_namespace, call, [task for _, task in draws])
+    episodes = [EpisodeRollout(task, g, i) for (g, task), i in zip(draws, ids)]
     count = token_counter(tokenizer)
     active, budget, turn = list(range(len(draws))), max_env_steps, 0
     while active:

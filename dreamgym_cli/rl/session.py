@@ -63,11 +63,13 @@ class PolicySession:
         return cls.open(env_name, backend, tokenizer, settings, env_options=env_options)
 
     def run(self, tasks, *, group_size: int = 1,
-            progress: Callable[[int, int, dict], None] | None = None) -> list[EpisodeRollout]:
+            progress: Callable[[int, int, dict], None] | None = None,
+            id_namespace: str | None = None) -> list[EpisodeRollout]:
         """`group_size` episodes of every task. progress(turns done, turns done + episodes still
-        running, {}) after every turn: a stage's progress callback."""
+        running, {}) after every turn: a stage's progress callback. `id_namespace`: reproducible
+        episode ids (`rl.rollout.episode_ids`)."""
         return run_rollouts(self.env, self.backend, self.tokenizer, list(tasks), self.settings,
-                            group_size=group_size,
+                            group_size=group_size, id_namespace=id_namespace,
                             progress=(lambda turn, running: progress(turn, turn + running, {}))
                             if progress else None)
 

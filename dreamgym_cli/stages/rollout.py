@@ -2,11 +2,18 @@
 
 `source=synthetic` for the dream env, `real` for a real env; `policy` = the policy dir's name.
 The store's append is atomic, and a run record goes to `S/manifests/rollout-*.json`.
+
+Episode ids are a function of the policy's and the task file's contents, the env and the
+sampling options (seed included): a rerun samples the same episodes under the same ids, so the
+store skips them as duplicates rather than holding them twice, and everything downstream that
+splits by episode id (train-em's held-out episodes) splits the same way. More episodes of the
+same policy take another `--seed`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +47,16 @@ class RolloutConfig:
                 raise InputError(f"expected >= 1, got {getattr(self, name)}", field=name)
 
 
+def id_namespace(config: RolloutConfig, env_name: str) -> str:
+    """What this run's episodes are a function of (see the module docstring)."""
+    from dreamgym_cli.artifacts import content_hash
+
+    sampling = {k: v for k, v in to_dict(config).items()
+                if k not in ("policy", "tasks", "store", "env", "workers", "ray")}
+    return json.dumps({"policy": content_hash(config.policy), "tasks": content_hash(config.tasks),
+                       "env": env_name, **sampling}, sort_keys=True, default=str)
+
+
 def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
     from dreamgym_cli.artifacts import write_run_record
     from dreamgym_cli.envs.registry import is_dream_name
@@ -61,7 +78,8 @@ def run(config: RolloutConfig, progress=None) -> dict[str, Any]:
             env_options={"max_steps": config.max_steps_per_episode, "workers": config.workers,
                          "store": store, "seed": config.seed, "policy_name": name,
                          "ray": config.ray}) as session:
-        episodes = session.run(tasks, group_size=config.episodes_per_task, progress=progress)
+        episodes = session.run(tasks, group_size=config.episodes_per_task, progress=progress,
+                               id_namespace=id_namespace(config, env_name))
     source = "synthetic" if is_dream_name(env_name) else "real"
     added = append_to_store(store, episode_records(episodes, source, name))
     metrics = {**rollout_metrics(episodes), "store/episodes_added": added, "source": source,
