@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_ingest.py                 # all sizes, both paths
     .venv/bin/python bench/bench_ingest.py --sizes 10000 --embed [--embed-size 10000]
 
-    .venv/bin/python bench/bench_ingest.py --sizes 100000 --modes jsonl,jsonl-per-record \
-        --embed-compare 300                            # embedding paths + recall@10
+    .venv/bin/python bench/bench_ingest.py --sizes 100000,1000000 --modes jsonl,jsonl-per-record
+    .venv/bin/python bench/bench_ingest.py --sizes "" --embed-compare 100000 \
+        --embed-file real.jsonl                      # embedding paths + recall@10, real data
 
 Paths measured (each run in its own process, so peak memory is per run):
 - `arrow`: `ReplayStore.append_arrow` with ready Arrow batches of 50K transitions (the store's
@@ -16,12 +17,15 @@ Paths measured (each run in its own process, so peak memory is per run):
   record-by-record reader every file took before (the baseline).
 - `jsonl+embed`: the same followed by `store.embed()` (needs `dreamgym_cli.store.retrieval`).
 
-`--embed-compare N` times the encoder on N transitions three ways and reports retrieval
-recall@10 of each against the first (today's vectors):
-- `per-transition`: `Embedder.encode` of every transition's `transition_text` (today's path);
-- `distinct`: `retrieval.encode_distinct` (each distinct text once; the same vectors);
-- `short-keys`: task, action and a 240-character state encoded apart (each distinct piece once)
-  and summed — shorter encoder inputs, different vectors.
+`--embed-compare N [--embed-file real.jsonl]` times the encoder on N transitions (synthetic, or
+the first N of a canonical JSONL file of real ones) and reports recall@10 against today's vectors:
+- `per-transition`: `Embedder.encode` of every transition's `transition_text` (today's path),
+  timed on a random sample (`--embed-sample`) in slices interleaved with the others' chunks;
+- `store keys=full`: `retrieval.TransitionEncoder(keys="full")`, what `store.embed()` runs: each
+  distinct text once (the same vectors, checked on the sample);
+- `store keys=parts`: task, action and state encoded apart, each distinct piece once, their
+  tokens pooled together (`embed.py`) — shorter and fewer encoder inputs, different vectors.
+recall@10 is over `--recall-queries` random transitions as queries against all N, ties counted.
 
 Synthetic episodes have 10 transitions with ~200-character states. Prints a table; asserts
 nothing about time.
@@ -101,47 +105,110 @@ def one(mode: str, n: int) -> dict:
     return result
 
 
-def embed_compare(n: int) -> list[tuple[str, float, float]]:
-    """(path, transitions/s, recall@10 vs per-transition) on n synthetic transitions."""
+def embed_rows(n: int, path: Path | None) -> list[tuple[str, str, str]]:
+    """(instruction, state, action) of n transitions: the first n of a canonical JSONL file (real
+    data, e.g. from `dreamgym collect`), else synthetic ones."""
+    from dreamgym_cli.store import synthetic
+
+    rows: list[tuple[str, str, str]] = []
+    if path is None:
+        episodes = (synthetic.episode_object(i, 10) for i in range(-(-n // 10)))
+    else:
+        episodes = (json.loads(line) for line in open(path, encoding="utf-8") if line.strip())
+    for e in episodes:
+        rows += [(e["task"]["instruction"], s["state"], s["action"]) for s in e["steps"]]
+        if len(rows) >= n:
+            break
+    if len(rows) < n:
+        raise SystemExit(f"{path} holds {len(rows)} transitions, fewer than {n}")
+    return rows[:n]
+
+
+def embed_compare(rows: list[tuple[str, str, str]], sample: int, queries: int,
+                  chunks: int = 8) -> dict:
+    """Transitions/s of today's per-transition path and of the store's keys, recall@10 against
+    today's vectors. Each keys path runs in `chunks` chunks of the rows (as `store.embed` runs in
+    chunks, its cache spanning them); today's path is timed on a random sample of the rows, in
+    slices run one before each chunk, so a change in the machine's load during the run weighs on
+    both sides alike. Today's vectors for all rows are the full keys' (the same function of the
+    same text, checked on the sample)."""
     import numpy as np
 
-    from dreamgym_cli.store import synthetic
-    from dreamgym_cli.store.embed import get_embedder, transition_text
-    from dreamgym_cli.store.retrieval import encode_distinct
+    from dreamgym_cli.store.embed import get_embedder, transition_parts, transition_text
+    from dreamgym_cli.store.retrieval import TransitionEncoder
 
-    episodes = [synthetic.episode_object(i, 10) for i in range(-(-n // 10))]
-    rows = [(e["task"]["instruction"], s["state"], s["action"]) for e in episodes
-            for s in e["steps"]][:n]
     embedder = get_embedder()
     embedder.encode(["warm up"])
     texts = [transition_text(*r) for r in rows]
-    timed = {}
-    start = time.perf_counter()
-    timed["per-transition"] = embedder.encode(texts)
-    seconds = {"per-transition": time.perf_counter() - start}
-    start = time.perf_counter()
-    timed["distinct"] = encode_distinct(embedder, texts)
-    seconds["distinct"] = time.perf_counter() - start
-    start = time.perf_counter()
-    parts = [encode_distinct(embedder, [f"{label}: {x[:240]}" for x in column])
-             for label, column in zip(("task", "state", "action"), zip(*rows))]
-    summed = parts[0] + parts[1] + parts[2]
-    timed["short-keys"] = summed / np.linalg.norm(summed, axis=1, keepdims=True)
-    seconds["short-keys"] = time.perf_counter() - start
-    reference = _top10(timed["per-transition"])
-    return [(name, n / seconds[name], _recall(reference, _top10(v))) for name, v in timed.items()]
+    rng = np.random.default_rng(0)
+    sampled = np.sort(rng.choice(len(rows), min(sample, len(rows)), replace=False))
+    slices = iter(np.array_split(rng.permutation(sampled), 2 * chunks))
+    baseline: dict[int, np.ndarray] = {}
+    base_seconds = 0.0
+    out = {"rows": len(rows), "sample": len(sampled), "distinct_texts": len(set(texts)),
+           "distinct_pieces": [len({transition_parts(*r)[k] for r in rows}) for k in range(3)],
+           "paths": {}}
+    vectors = {}
+    for keys in ("full", "parts"):
+        encoder, parts, seconds = TransitionEncoder(embedder, keys), [], 0.0
+        for chunk in np.array_split(np.arange(len(rows)), chunks):
+            some = next(slices)
+            start = time.perf_counter()
+            baseline.update(zip(some.tolist(), embedder.encode([texts[i] for i in some])))
+            base_seconds += time.perf_counter() - start
+            columns = [list(c) for c in zip(*(rows[i] for i in chunk))]
+            start = time.perf_counter()
+            parts.append(encoder.encode(*columns))
+            seconds += time.perf_counter() - start
+        vectors[keys] = np.concatenate(parts)
+        out["paths"][keys] = {"seconds": seconds}
+    today = np.stack([baseline[i] for i in sampled.tolist()])
+    out["max_diff_full_vs_per_transition"] = float(np.abs(vectors["full"][sampled] - today).max())
+    out["per_transition_rate"] = len(sampled) / base_seconds
+    asked = np.sort(rng.choice(len(rows), min(queries, len(rows)), replace=False))
+    for keys, v in vectors.items():
+        path = out["paths"][keys]
+        path["rate"] = len(rows) / path["seconds"]
+        path["recall@10"] = recall_at_10(vectors["full"], v, asked)
+    return out
 
 
-def _top10(vectors):
+def recall_at_10(reference, vectors, asked) -> float:
+    """Mean share of each asked row's 10 nearest neighbours by `vectors` (itself excluded) that
+    are among its 10 nearest by `reference`, ties included: a neighbour scoring as high by the
+    reference as the reference's 10th counts (identical texts have identical vectors, and which
+    of several equal copies ranks first is arbitrary)."""
     import numpy as np
 
-    scores = vectors @ vectors.T
-    np.fill_diagonal(scores, -np.inf)  # a query's own transition is not a neighbour
-    return np.argsort(-scores, axis=1)[:, :10]
+    hits = 0.0
+    for chunk in np.array_split(asked, max(1, len(asked) // 256)):
+        rows = np.arange(len(chunk))
+        ref = reference[chunk] @ reference.T
+        ref[rows, chunk] = -np.inf
+        tenth = -np.partition(-ref, 9, axis=1)[:, 9]
+        got = vectors[chunk] @ vectors.T
+        got[rows, chunk] = -np.inf
+        top = np.argpartition(-got, 9, axis=1)[:, :10]
+        hits += float((np.take_along_axis(ref, top, 1) >= tenth[:, None] - 1e-6).sum())
+    return hits / (10 * len(asked))
 
 
-def _recall(reference, got) -> float:
-    return float(sum(len(set(a) & set(b)) for a, b in zip(reference, got)) / reference.size)
+def print_embed_compare(r: dict, source: str) -> None:
+    table = Table("path", "transitions/s", "speed-up", "texts encoded",
+                  "recall@10 vs today's vectors",
+                  title=f"embedding {r['rows']:,} {source} transitions "
+                        f"({r['distinct_texts']:,} distinct texts; distinct task / action / state "
+                        f"pieces {' / '.join(f'{n:,}' for n in r['distinct_pieces'])})")
+    base = r["per_transition_rate"]
+    table.add_row(f"per-transition (today's; timed on a random {r['sample']:,})",
+                  f"{base:,.1f}", "1.0x", f"{r['rows']:,}", "1.000")
+    encoded = {"full": r["distinct_texts"], "parts": sum(r["distinct_pieces"])}
+    for keys, p in r["paths"].items():
+        table.add_row(f"store keys={keys}", f"{p['rate']:,.1f}", f"{p['rate'] / base:.1f}x",
+                      f"{encoded[keys]:,}", f"{p['recall@10']:.3f}")
+    Console().print(table)
+    print(f"max |full keys - per-transition| over the sample: "
+          f"{r['max_diff_full_vs_per_transition']:.1e}")
 
 
 def main() -> None:
@@ -153,18 +220,23 @@ def main() -> None:
                         help="transitions for the jsonl+embed run (CPU encoding is slow)")
     parser.add_argument("--embed-compare", type=int, default=0, metavar="N",
                         help="time the embedding paths on N transitions, with recall@10")
+    parser.add_argument("--embed-file", type=Path, metavar="JSONL",
+                        help="--embed-compare on the first N transitions of this canonical JSONL "
+                             "(real data) instead of synthetic ones")
+    parser.add_argument("--embed-sample", type=int, default=2000, metavar="S",
+                        help="time today's per-transition path on a random sample of S")
+    parser.add_argument("--recall-queries", type=int, default=2000, metavar="Q",
+                        help="recall@10 averaged over Q random transitions as queries")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]))))
         return
     if args.embed_compare:
-        table = Table("path", "transitions/s", "speed-up", "recall@10 vs per-transition",
-                      title=f"embedding {args.embed_compare:,} transitions")
-        results = embed_compare(args.embed_compare)
-        for name, rate, recall in results:
-            table.add_row(name, f"{rate:,.1f}", f"{rate / results[0][1]:.1f}x", f"{recall:.3f}")
-        Console().print(table)
+        rows = embed_rows(args.embed_compare, args.embed_file)
+        result = embed_compare(rows, args.embed_sample, args.recall_queries)
+        print_embed_compare(result, "real" if args.embed_file else "synthetic")
+        print(json.dumps(result))
         if not args.sizes:
             return
     runs = [(m, int(n)) for n in args.sizes.split(",") for m in args.modes.split(",")]

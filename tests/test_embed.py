@@ -78,3 +78,30 @@ def test_same_vectors_as_sentence_transformers(embedder):
     texts = SENTENCES + [transition_text("Find the key.", "word " * 400, "open chest")]
     expected = reference.encode(texts, convert_to_numpy=True, normalize_embeddings=False)
     np.testing.assert_allclose(embedder.encode(texts), expected, atol=1e-5)
+
+
+def test_token_sums_pool_to_the_same_vectors(embedder):
+    from dreamgym_cli.store.embed import unit_rows
+
+    sums, counts = embedder.encode_sums(SENTENCES)
+    assert sums.shape == (len(SENTENCES), DIM) and counts.tolist() == [
+        len(embedder.tokenizer(s)["input_ids"]) for s in SENTENCES]
+    np.testing.assert_allclose(unit_rows(sums / counts[:, None]), embedder.encode(SENTENCES),
+                               atol=1e-6)
+
+
+def test_transition_parts_are_the_lines_of_transition_text():
+    from dreamgym_cli.store.embed import transition_parts
+
+    args = ("  Put the   red apple\nin the fridge. ", "You see a lamp. " * 200, "take red apple")
+    assert "\n".join(transition_parts(*args)) == transition_text(*args)
+
+
+def test_vectors_ids_name_the_keys():
+    from dreamgym_cli.errors import InputError
+    from dreamgym_cli.store.embed import vectors_id
+
+    assert vectors_id("full") == default_embedder_id()  # today's vectors keep today's id
+    assert vectors_id("parts") == default_embedder_id() + "+parts"
+    with pytest.raises(InputError, match="did you mean 'parts'"):
+        vectors_id("part")

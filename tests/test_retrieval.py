@@ -130,3 +130,63 @@ def test_missing_or_inconsistent_index_is_rebuilt(tmp_path):
     top = store.retrieve([as_query(episode(0), 3)], k=1)[0][0]
     assert (top["episode_id"], top["t"]) == ("textworld-ep0", 3)
     assert len(VectorIndex.load(directory)) == 16
+
+
+def test_transition_encoder_full_keys_are_todays_vectors_each_text_once(monkeypatch):
+    from dreamgym_cli.store.embed import get_embedder, transition_text
+
+    embedder = get_embedder()
+    rows = [as_query(episode(i % 3), t) for i in range(6) for t in range(2)]  # each twice
+    cols = [[r[f] for r in rows] for f in ("instruction", "state", "action")]
+    texts = [transition_text(*r) for r in zip(*cols)]
+    todays = embedder.encode(texts)
+    encoded: list[str] = []
+    encode_sums = embedder.encode_sums
+
+    def counting(texts, **kw):
+        encoded.extend(texts)
+        return encode_sums(texts, **kw)
+
+    monkeypatch.setattr(embedder, "encode_sums", counting)
+    encoder = retrieval.TransitionEncoder(embedder, "full")
+    vectors = encoder.encode(*cols)
+    assert sorted(encoded) == sorted(set(texts))  # 6 distinct texts of 12
+    np.testing.assert_allclose(vectors, todays, atol=1e-6)
+    encoder.encode(*(c[:4] for c in cols))  # a later chunk: texts seen before are not encoded
+    assert len(encoded) == 6
+
+
+def test_transition_encoder_parts_pool_each_piece_once(monkeypatch):
+    from dreamgym_cli.store.embed import get_embedder, transition_parts, unit_rows
+
+    embedder = get_embedder()
+    rows = [as_query(episode(i), t) for i in range(4) for t in range(3)]
+    cols = [[r[f] for r in rows] for f in ("instruction", "state", "action")]
+    encoded: list[str] = []
+    encode_sums = embedder.encode_sums
+    monkeypatch.setattr(embedder, "encode_sums",
+                        lambda texts, **kw: encoded.extend(texts) or encode_sums(texts, **kw))
+    vectors = retrieval.TransitionEncoder(embedder, "parts").encode(*cols)
+    pieces = [transition_parts(*r) for r in zip(*cols)]
+    assert sorted(encoded) == sorted({p for row in pieces for p in row})
+    monkeypatch.undo()
+    expected = unit_rows(np.stack([sum(embedder.encode_sums(list(p))[0]) for p in pieces]))
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_parts_keys_embed_and_retrieve_beside_full(tmp_path):
+    from dreamgym_cli.store.embed import vectors_id
+
+    store = ReplayStore.open(tmp_path / "S", create=True)
+    append(store, [episode(i) for i in range(3)])
+    assert store.embed(progress=False) == 12
+    assert store.embed(progress=False, keys="parts") == 12
+    assert store.embed(progress=False, keys="parts") == 0
+    table = store.read_table("embeddings")
+    assert sorted(set(table.column("embedder").to_pylist())) == [vectors_id("full"),
+                                                                 vectors_id("parts")]
+    top = store.retrieve([as_query(episode(1), 2)], k=2, keys="parts")[0]
+    assert (top[0]["episode_id"], top[0]["t"]) == ("textworld-ep1", 2)
+    assert top[0]["score"] == pytest.approx(1.0, abs=1e-4) and top[1]["score"] < 0.9999
+    assert retrieval.index_dir(store, vectors_id("parts")) != retrieval.index_dir(
+        store, vectors_id("full"))

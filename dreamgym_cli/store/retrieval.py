@@ -3,12 +3,15 @@
     n = store.embed()                       # embed steps not yet embedded (incremental)
     hits = store.retrieve([{"instruction": ..., "state": ..., "action": ...}], k=5, env="textworld")
 
-Embeddings live beside the steps as the extra table `embeddings` (content_hash, embedder,
-vector float32[384]): one row per distinct transition content and embedder, so identical
-transitions recorded by two episodes share a vector. The index over them lives in
-`S/index/<embedder slug>/`: a `VectorIndex` (see index.py) whose ids are positions in `keys.npy`,
-the content hashes in the order the embeddings table holds them. The index is valid while its keys
-are a prefix of that order; it is then extended with the rest, otherwise rebuilt.
+Both take `keys` ("full", the default, or "parts"; see embed.py): how a transition becomes a
+vector. Embeddings live beside the steps as the extra table `embeddings` (content_hash, embedder,
+vector float32[384]), `embedder` naming the model and the keys (`embed.vectors_id`): one row per
+distinct transition content and embedder, so identical transitions recorded by two episodes share
+a vector. Each distinct text (full) or piece (parts) is encoded once per `embed` call, not once
+per chunk: a cache of up to CACHE_TEXTS encodings spans the call's chunks. The index over them
+lives in `S/index/<embedder slug>/`: a `VectorIndex` (see index.py) whose ids are positions in
+`keys.npy`, the content hashes in the order the embeddings table holds them. The index is valid
+while its keys are a prefix of that order; it is then extended with the rest, otherwise rebuilt.
 
 A retrieved transition is one step with that content (the first by episode_id, t that passes the
 filters), with its `score` (cosine similarity to the query). The step fields come from one DuckDB
@@ -29,11 +32,15 @@ import pyarrow.parquet as pq
 
 from dreamgym_cli.artifacts import atomic_path
 from dreamgym_cli.errors import InputError
-from dreamgym_cli.store.embed import DIM, Embedder, embedder_slug, get_embedder, transition_text
+from dreamgym_cli.store.embed import (
+    DEFAULT_KEYS, DIM, Embedder, embedder_slug, get_embedder, transition_parts, transition_text,
+    unit_rows, vectors_id,
+)
 from dreamgym_cli.store.index import IndexMismatch, VectorIndex
 
 TABLE = "embeddings"
 EMBED_CHUNK = 8192  # vectors committed per segment: an interrupted embed keeps what it finished
+CACHE_TEXTS = 65_536  # encodings kept across chunks of one embed call (~100 MB at most)
 STEP_FIELDS = ("episode_id", "t", "task_id", "env", "source", "state", "action", "next_state",
                "reward", "done", "success", "reasoning", "content_hash")
 QUERY_FIELDS = ("instruction", "state", "action")
@@ -76,19 +83,20 @@ def pending_transitions(store, embedder_id: str) -> pa.Table:
 
 
 def embed_pending(store, batch_size: int = 64, progress: bool = True,
-                  embedder: Embedder | None = None) -> int:
-    """Embed the steps without an embedding for this embedder, extend the index; returns how many."""
+                  embedder: Embedder | None = None, keys: str = DEFAULT_KEYS) -> int:
+    """Embed the steps without an embedding for these keys, extend the index; returns how many."""
     with store.lock():
-        embedder_id = (embedder.embedder_id if embedder is not None else _embedder_id())
+        embedder_id = vectors_id(keys, embedder.embedder_id if embedder is not None else None)
         pending = pending_transitions(store, embedder_id)
         if pending.num_rows:
             embedder = embedder or get_embedder()
-            _embed_in_chunks(store, embedder, pending, batch_size, progress)
+            _embed_in_chunks(store, TransitionEncoder(embedder, keys, batch_size), pending,
+                             progress)
         sync_index(store, embedder_id, progress=progress)
     return pending.num_rows
 
 
-def _embed_in_chunks(store, embedder: Embedder, pending: pa.Table, batch_size: int,
+def _embed_in_chunks(store, encoder: "TransitionEncoder", pending: pa.Table,
                      progress: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -99,13 +107,53 @@ def _embed_in_chunks(store, embedder: Embedder, pending: pa.Table, batch_size: i
         job = bar.add_task("embed", total=pending.num_rows)
         for start in range(0, pending.num_rows, EMBED_CHUNK):
             chunk = pending.slice(start, EMBED_CHUNK).to_pydict()
-            texts = [transition_text(i, s, a) for i, s, a in
-                     zip(chunk["instruction"], chunk["state"], chunk["action"])]
-            vectors = encode_distinct(embedder, texts, batch_size,
-                                      on_batch=lambda n: bar.advance(job, n))
-            store.append_table(TABLE, embeddings_table(chunk["content_hash"],
-                                                       embedder.embedder_id, vectors))
+            vectors = encoder.encode(chunk["instruction"], chunk["state"], chunk["action"],
+                                     on_batch=lambda n: bar.advance(job, n / encoder.pieces))
+            store.append_table(TABLE, embeddings_table(chunk["content_hash"], encoder.vectors_id,
+                                                       vectors))
             bar.update(job, completed=min(start + EMBED_CHUNK, pending.num_rows))
+
+
+class TransitionEncoder:
+    """(instruction, state, action) columns -> unit vectors by `keys`, each distinct text (full)
+    or piece (parts) encoded once; encodings are remembered across calls, up to CACHE_TEXTS."""
+
+    def __init__(self, embedder: Embedder, keys: str = DEFAULT_KEYS, batch_size: int = 64):
+        self.embedder, self.keys, self.batch_size = embedder, keys, batch_size
+        self.vectors_id = vectors_id(keys, embedder.embedder_id)
+        self.pieces = 1 if keys == "full" else len(transition_parts("", "", ""))  # texts per row
+        self._cache: dict[str, tuple[np.ndarray, float]] = {}  # text -> (token sum, count)
+
+    def encode(self, instructions: Sequence[str | None], states: Sequence[str | None],
+               actions: Sequence[str | None], on_batch=None) -> np.ndarray:
+        """Unit vectors float32 [n, 384]; `on_batch(n)` after each batch of n texts encoded."""
+        rows = list(zip(instructions, states, actions))
+        if self.keys == "full":
+            sums, counts = self._sums([transition_text(*r) for r in rows], on_batch)
+            return unit_rows(sums / np.maximum(counts, 1e-9)[:, None])
+        total = np.zeros((len(rows), DIM), np.float32)
+        for piece in zip(*(transition_parts(*r) for r in rows)) if rows else ():
+            total += self._sums(list(piece), on_batch)[0]  # all pieces' tokens pooled together
+        return unit_rows(total)
+
+    def _sums(self, texts: list[str], on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+        """Token sums and counts of texts, encoding only the distinct ones not in the cache."""
+        index: dict[str, int] = {}
+        inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), np.int64,
+                              len(texts))
+        found = {t: self._cache[t] for t in index if t in self._cache}
+        new = [t for t in index if t not in found]
+        if new:
+            sums, counts = self.embedder.encode_sums(new, batch_size=self.batch_size,
+                                                     on_batch=on_batch)
+            found.update(zip(new, zip(sums, counts.tolist())))
+            if len(self._cache) + len(new) > CACHE_TEXTS:
+                self._cache.clear()  # bounded memory: a text seen again later is encoded again
+            self._cache.update((t, found[t]) for t in new)
+        pairs = [found[t] for t in index]
+        sums = np.stack([p[0] for p in pairs]) if pairs else np.empty((0, DIM), np.float32)
+        counts = np.array([p[1] for p in pairs], np.float32)
+        return sums[inverse], counts[inverse]
 
 
 def encode_distinct(embedder: Embedder, texts: list[str], batch_size: int = 64,
@@ -116,12 +164,6 @@ def encode_distinct(embedder: Embedder, texts: list[str], batch_size: int = 64,
     inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), np.int64, len(texts))
     vectors = embedder.encode(list(index), batch_size=batch_size, on_batch=on_batch)
     return vectors[inverse]
-
-
-def _embedder_id() -> str:
-    from dreamgym_cli.store.embed import default_embedder_id
-
-    return default_embedder_id()  # without loading the model: nothing may need embedding
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,14 +242,13 @@ def _save(directory: Path, index: VectorIndex, keys: np.ndarray) -> None:
 # Retrieval
 
 
-def query_vectors(queries) -> np.ndarray:
-    """[n, 384] float32 from query dicts (embedded in one batch) or precomputed vectors."""
+def query_vectors(queries, keys: str = DEFAULT_KEYS) -> np.ndarray:
+    """[n, 384] float32 from query dicts (embedded by `keys`) or precomputed vectors."""
     if not isinstance(queries, np.ndarray):
         queries = list(queries)
         if queries and all(isinstance(q, dict) for q in queries):
-            texts = [transition_text(*(_query_field(q, i, f) for f in QUERY_FIELDS))
-                     for i, q in enumerate(queries)]
-            return get_embedder().encode(texts)
+            rows = [[_query_field(q, i, f) for f in QUERY_FIELDS] for i, q in enumerate(queries)]
+            return TransitionEncoder(get_embedder(), keys).encode(*zip(*rows))
     try:
         vectors = np.asarray(queries, dtype=np.float32).reshape(-1 if len(queries) else 0, DIM)
     except (TypeError, ValueError):
@@ -228,20 +269,20 @@ def _query_field(query: dict, i: int, name: str) -> str:
 
 def retrieve(store, queries, k: int = 5, env: str | None = None,
              exclude_episodes: Sequence[str] | None = None,
-             progress: bool = False) -> list[list[dict[str, Any]]]:
+             progress: bool = False, keys: str = DEFAULT_KEYS) -> list[list[dict[str, Any]]]:
     """Per query, the k most similar stored transitions (step fields + score), best first."""
-    embedder_id = _embedder_id()
+    embedder_id = vectors_id(keys)
     if store.catalog()["generation"] != _LOADED.get(_key(store, embedder_id), (None,))[0]:
-        embed_pending(store, progress=progress)  # a fresh or grown store just works
-    index, keys = sync_index(store, embedder_id)
-    vectors = query_vectors(queries)
+        embed_pending(store, progress=progress, keys=keys)  # a fresh or grown store just works
+    index, index_keys = sync_index(store, embedder_id)
+    vectors = query_vectors(queries, keys)
     if len(vectors) == 0 or k <= 0 or len(index) == 0:
         return [[] for _ in range(len(vectors))]
     excluded = sorted(set(exclude_episodes or ()))
     fetch = min(len(index), k if env is None and not excluded else 4 * k + len(excluded))
     while True:
         ids, scores = index.search(vectors, fetch)
-        results = _resolve(store, keys, ids, scores, k, env, excluded)
+        results = _resolve(store, index_keys, ids, scores, k, env, excluded)
         if fetch >= len(index) or all(len(r) == k for r in results):
             return results
         fetch = min(len(index), fetch * 4)  # filters removed too many: widen the net
