@@ -392,8 +392,10 @@ def _escaped(arr: pa.Array, notes: _Escapes, list_offsets: np.ndarray | None = N
     needs = pa.array(mask)
     escaped = arr.filter(needs)  # escape only the rows that need it
     notes.odd = notes.odd or bool(len(_rows_with(escaped, _other_control)))
-    for old, new in _ESCAPES:
-        escaped = pc.replace_substring(escaped, old, new)
+    present = np.bincount(_data_bytes(escaped), minlength=256)
+    for old, new in _ESCAPES:  # backslash first; a pass only for a character that occurs
+        if present[ord(old)]:
+            escaped = pc.replace_substring(escaped, old, new)
     return pc.replace_with_mask(arr, needs, escaped)
 
 
@@ -410,13 +412,25 @@ def _other_control(data: np.ndarray) -> np.ndarray:
 
 def _rows_with(arr: pa.Array, test) -> np.ndarray:
     """Indices of the values of a string array holding a byte for which `test` is true."""
-    _, offsets_buffer, data_buffer = arr.buffers()
-    if data_buffer is None or not len(arr):
+    data = _data_bytes(arr)
+    if not len(data):
         return np.empty(0, np.int64)
-    offsets = np.frombuffer(offsets_buffer, np.int32)[arr.offset:arr.offset + len(arr) + 1]
-    data = np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]]
+    offsets = _offsets(arr)
     hits = np.flatnonzero(test(data)) + offsets[0]
     return np.unique(np.searchsorted(offsets, hits, side="right") - 1)
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    return np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1]
+
+
+def _data_bytes(arr: pa.Array) -> np.ndarray:
+    """The UTF-8 bytes of a string array's values, end to end (a view, no copy)."""
+    data_buffer = arr.buffers()[2]
+    if data_buffer is None or not len(arr):
+        return np.empty(0, np.uint8)
+    offsets = _offsets(arr)
+    return np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]]
 
 
 def _numbers(arr: pa.Array) -> pa.Array:
