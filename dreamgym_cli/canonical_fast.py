@@ -223,7 +223,7 @@ def _distinct_rows(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _ListInside(Exception):
-    pass
+    """A list-typed column holds a nested list: this block goes to the per-record reader."""
 
 
 def _leaves(arr: pa.Array) -> Iterator[pa.Array]:
