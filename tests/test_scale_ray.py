@@ -139,6 +139,37 @@ def test_a_job_whose_actor_dies_is_run_again_and_kept_once(local_ray, tw_simple_
     assert len(retried) <= 1  # the killed actor's job, if it had one in flight, ran once more
 
 
+def test_a_job_is_run_again_once_however_slow_its_actor_restarts(local_ray):
+    """Under CPU load a restart takes seconds; the re-run job waits for the actor rather than
+    being refused by it (ActorUnavailableError) once per second until its attempts run out."""
+    import time
+
+    from dreamgym_cli.scale.ray_env import run_jobs
+
+    class SlowToRestart:  # unpickled in each actor's constructor; slow only in a restart
+        def __getstate__(self):
+            return {"restart_seconds": 3.0}
+
+        def __setstate__(self, state):
+            if ray.get_runtime_context().was_current_actor_reconstructed:
+                time.sleep(state["restart_seconds"])
+
+        def __call__(self, job):
+            time.sleep(0.2)
+            return job * 10
+
+    actors, retried = [], []
+
+    def kill_one(index):
+        if len(actors) == 2:
+            ray.kill(actors.pop(0), no_restart=False)
+
+    results = run_jobs(SlowToRestart(), list(range(6)), address="local", workers=2,
+                       on_start=actors.extend, on_result=kill_one, on_retry=retried.append)
+    assert results == [0, 10, 20, 30, 40, 50]
+    assert len(retried) <= 1
+
+
 # ---- the stages through the real CLI -----------------------------------------------------------
 
 from tests.agent_fixtures import agent_workdir, em_dir, sft_policy  # noqa: E402, F401

@@ -303,7 +303,8 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], *, address: str | No
              on_retry: Callable[[int], None] | None = None) -> list[Any]:
     """`[fn(job) for job in jobs]` on Ray actors, in job order; results stream back as they end.
 
-    A job whose actor died is submitted again (to the restarted actor) and its result kept once.
+    A job whose actor died is submitted again (to the restarted actor, where Ray holds it until
+    the actor is back, however long its restart takes) and its result kept once.
     on_result(index): called as each job's result arrives; on_retry(index) when a job is run
     again; on_start(actors): the actor handles, once they exist.
     """
@@ -326,7 +327,12 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], *, address: str | No
     failures = 0
     try:
         def submit(actor: int, index: int, attempts: int = 0) -> None:
-            running[actors[actor].run.remote(jobs[index])] = (index, actor, attempts)
+            run = actors[actor].run
+            if attempts:  # a re-run waits for the restarted actor (a restart takes seconds
+                # under load); sent with no retries, a restarting actor refuses it at once
+                # (ActorUnavailableError), which would spend the job's attempts while it waits
+                run = run.options(max_task_retries=-1)
+            running[run.remote(jobs[index])] = (index, actor, attempts)
 
         for a in range(workers):
             if pending:
