@@ -329,8 +329,8 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], *, address: str | No
         def submit(actor: int, index: int, attempts: int = 0) -> None:
             run = actors[actor].run
             if attempts:  # a re-run waits for the restarted actor (a restart takes seconds
-                # under load); sent with no retries, a restarting actor refuses it at once
-                # (ActorUnavailableError), which would spend the job's attempts while it waits
+                # under load); sent with no retries, a restarting actor refuses it (about every 2 s
+                # ActorUnavailableError), each refusal spending one of the job's attempts
                 run = run.options(max_task_retries=-1)
             running[run.remote(jobs[index])] = (index, actor, attempts)
 
