@@ -199,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object, no table")
     args = parser.parse_args(argv)
 
-    import ray
+    try:
+        import ray
+    except ImportError:  # where the scale extra is absent there is nothing to measure
+        print("skipped: needs the `ray` package (pip install 'dreamgym[scale]')")
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
