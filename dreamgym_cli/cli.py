@@ -444,6 +444,9 @@ def train_agent(
         None, help=_help(_AGENT, "zero_variance_weight")),
     workers: Optional[int] = typer.Option(None, help=_help(_AGENT, "workers")),
     ray: Optional[str] = typer.Option(None, "--ray", help=_help(_AGENT, "ray")),
+    rollout_server: Optional[str] = typer.Option(None, help=_help(_AGENT, "rollout_server")),
+    rollout_sync_dir: Optional[Path] = typer.Option(None,
+                                                    help=_help(_AGENT, "rollout_sync_dir")),
     full: Optional[bool] = typer.Option(None, "--full/--lora", help=_help(_AGENT, "full")),
     seed: Optional[int] = typer.Option(None, help=_help(_AGENT, "seed")),
     resume: bool = typer.Option(False, "--resume", help=_help(_AGENT, "resume")),
@@ -473,7 +476,8 @@ def train_agent(
                   curriculum=curriculum, curriculum_every=curriculum_every, lambda_=lambda_,
                   seeds_per_round=seeds_per_round, candidates=candidates,
                   zero_variance_weight=zero_variance_weight, workers=workers,
-                  ray=ray, full=full, seed=seed, resume=resume or None, force=force or None)
+                  ray=ray, rollout_server=rollout_server, rollout_sync_dir=rollout_sync_dir,
+                  full=full, seed=seed, resume=resume or None, force=force or None)
     with step_progress(f"train-agent ({c.algo})", fmt=_rl_info) as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, _render_metrics("train-agent"))
@@ -600,6 +604,25 @@ def serve(
         highlight=False,
         soft_wrap=True)
     emit(stage.run(c, announce=announce), as_json)
+
+
+_EXPORT = "dreamgym_cli.stages.export_policy.ExportPolicyConfig"
+
+
+@app.command("export-policy")
+def export_policy(
+    policy: Path = typer.Option(..., help=_help(_EXPORT, "policy")),
+    out_path: Path = typer.Option(..., "--out", help=_help(_EXPORT, "out")),
+    config: Optional[Path] = CONFIG_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write a policy as the model dir a vLLM rollout server serves (train-agent
+    --rollout-server pushes the trained weights into it)."""
+    from dreamgym_cli import config as cfg
+    from dreamgym_cli.stages import export_policy as stage
+
+    c = cfg.build(stage.ExportPolicyConfig, config, policy=policy, out=out_path)
+    emit(stage.run(c), as_json)
 
 
 # ----------------------------------------------------------------------------------------------

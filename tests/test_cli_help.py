@@ -23,6 +23,7 @@ CONFIG_OF = {
     "rollout": "dreamgym_cli.stages.rollout.RolloutConfig",
     "eval": "dreamgym_cli.stages.eval.EvalConfig",
     "serve": "dreamgym_cli.stages.serve.ServeConfig",
+    "export-policy": "dreamgym_cli.stages.export_policy.ExportPolicyConfig",
 }
 NO_CONFIG = {"store info", "store sql"}
 

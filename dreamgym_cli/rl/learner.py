@@ -44,6 +44,7 @@ class RLSettings:
     checkpoint_every: int = 1
     seed: int = 0
     max_real_steps: int | None = None  # sim-to-real budget of real env steps
+    rescore_logprobs: bool = False  # old log-probs from the trainer's forward, not the engine's
 
 
 

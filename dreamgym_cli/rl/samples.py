@@ -52,6 +52,24 @@ def reference_logprobs(learner: Learner, turns: Sequence[Turn], micro: int,
         return score(learner.model, turns, learner.pad_id, micro, temperature=temperature)[0]
 
 
+def rescore_rollouts(learner: Learner, episodes: list[EpisodeRollout], micro: int,
+                     temperature: float = 1.0, score=score_turns) -> dict[str, float]:
+    """Replace every turn's log-probs (the generating engine's) with the trainer's own forward
+    pass, as verl recomputes old log-probs: the ratio's denominator is then this model's, and a
+    server that generated with other weights (a missed sync) or other numerics (bf16 kernels)
+    shows as a gap. Metrics: the mean and largest |engine - trainer| per answer token."""
+    turns = [t for e in episodes for t in e.turns if t.token_ids]
+    if not turns:
+        return {}
+    mine = score(learner.model, turns, learner.pad_id, micro, temperature=temperature)[0]
+    gaps = []
+    for turn, ours in zip(turns, mine):
+        gaps.extend(abs(a - b) for a, b in zip(turn.logprobs, ours))
+        turn.logprobs = list(ours)
+    return {"rollout/logprob_gap_mean": sum(gaps) / max(len(gaps), 1),
+            "rollout/logprob_gap_max": max(gaps, default=0.0)}
+
+
 # ---- advantages ------------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from dreamgym_cli.rl.batching import collate_turns, forward_turns, per_token
 from dreamgym_cli.rl.learner import Learner, RLSettings
 from dreamgym_cli.rl.rollout import EpisodeRollout, RolloutSettings, rollout_metrics, run_rollouts
 from dreamgym_cli.rl.samples import (Sample, grpo_samples, ppo_samples, reference_logprobs,
-                                     score_turns)
+                                     rescore_rollouts, score_turns)
 from dreamgym_cli.schema import Task
 
 
@@ -203,7 +203,7 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
           sampler: Sampler | None = None, on_episodes=None, real_env: bool = False,
           progress: Callable[[int, int, dict], None] | None = None,
           evaluate: Callable[[], dict] | None = None, eval_every: int = 0,
-          dist=None) -> dict[str, Any]:
+          dist=None, sync: Callable[[Any, int], dict] | None = None) -> dict[str, Any]:
     """Run the iterations; metrics per iteration in run_dir/metrics.jsonl. A summary dict.
 
     on_episodes(iteration, episodes) -> dict: called after each rollout (replay enrichment).
@@ -220,6 +220,9 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     and its observe/save/resume), calls on_episodes, evaluate and progress, logs and writes the
     checkpoints; all ranks read the checkpoint on resume. The ranks' weights are compared at the
     end (`weights_digests` in the summary); ranks that drifted apart are an error.
+    sync(model, version) -> dict: pushes the policy's weights to the engine that generates the
+    rollouts (`llm.weight_sync.WeightSync.push`), before the first iteration and after every
+    update (rank 0; the others wait for it); its metrics go into the iteration's line.
     """
     from dreamgym_cli.rl.checkpoint import MetricsLog, load_checkpoint, save_checkpoint
 
@@ -238,6 +241,8 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     write = log.write if log is not None else (lambda metrics: None)
     budget = settings.max_real_steps if real_env else None
     first, last = None, {}
+    if sync is not None:
+        _push(sync, learner, start, dist)
     if evaluate is not None and start == 0:
         write({"iteration": 0, "train/updates": 0, "real_steps_used": 0, **evaluate()})
     try:
@@ -248,6 +253,8 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
             metrics = _iteration(learner, env, sampler, settings, rollout_settings, it,
                                  None if budget is None else budget - used, on_episodes, dist)
             used += metrics["rollout/turns"] if real_env else 0
+            if sync is not None:
+                metrics.update(_push(sync, learner, it + 1, dist))
             metrics.update({"iteration": it + 1, "real_steps_used": used})
             if evaluate is not None and eval_every and ((it + 1) % eval_every == 0 or
                                                         it + 1 == settings.iterations):
@@ -279,6 +286,14 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     return summary
 
 
+def _push(sync, learner: Learner, version: int, dist) -> dict[str, Any]:
+    """Rank 0 pushes the weights (all ranks hold the same ones); every rank waits for it."""
+    metrics = sync(learner.model, version) if dist is None or dist.is_main else {}
+    if dist is not None:
+        dist.wait()
+    return metrics or {}
+
+
 def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
                rollout_settings: RolloutSettings, it: int, steps_left: int | None,
                on_episodes, dist=None) -> dict[str, Any]:
@@ -291,6 +306,9 @@ def _iteration(learner: Learner, env, sampler: Sampler, settings: RLSettings,
     episodes = _rollout(learner, env, sampler, settings, rollout_settings, it, draws, steps_left,
                         rng, dist)
     metrics: dict[str, Any] = rollout_metrics(episodes)
+    if settings.rescore_logprobs:
+        metrics.update(rescore_rollouts(learner, episodes, settings.micro_batch_turns,
+                                        settings.temperature, _score(dist)))
     observe = getattr(sampler, "observe", None)
     if callable(observe) and main:
         metrics.update(observe(episodes) or {})  # the curriculum's metrics, when it has any
@@ -333,6 +351,15 @@ def _rollout(learner: Learner, env, sampler: Sampler, settings: RLSettings,
     return gather_groups(dist, episodes)
 
 
+def _score(dist):
+    """`score_turns`, split over the ranks under `accelerate launch`."""
+    if dist is None:
+        return score_turns
+    from dreamgym_cli.scale.distributed import sharded
+
+    return sharded(dist, score_turns)
+
+
 def learn(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings,
           rng: random.Random, dist=None) -> dict[str, float]:
     """Advantages, reference log-probs and the policy update from one iteration's episodes.
@@ -340,11 +367,7 @@ def learn(learner: Learner, episodes: list[EpisodeRollout], settings: RLSettings
     dist: under `accelerate launch` every rank passes all the episodes, in draw order (see
     `_rollout`); the reference and value scoring is split over the ranks and the update is the
     DDP one of `update_policy`, so the result is the 1-process one for the same episodes."""
-    score = score_turns
-    if dist is not None:
-        from dreamgym_cli.scale.distributed import sharded
-
-        score = sharded(dist, score_turns)
+    score = _score(dist)
     samples = (ppo_samples(learner, episodes, settings, score) if settings.algo == "ppo"
                else grpo_samples(episodes, settings.outcome, settings.invalid_penalty))
     metrics = {"train/advantage_abs_mean": (sum(abs(s.advantage) for s in samples) /

@@ -35,7 +35,7 @@ from dreamgym_cli.config import option, pick, to_dict
 from dreamgym_cli.errors import InputError
 
 ALGOS = ("sft", "grpo", "ppo")
-NOT_IN_FINGERPRINT = ("resume", "force", "checkpoint_every", "workers", "ray")
+NOT_IN_FINGERPRINT = ("resume", "force", "checkpoint_every", "workers", "ray", "rollout_sync_dir")
 
 # The fields each part's settings take under their own names, one group per concern. The config
 # stays flat (the CLI flags, config-file keys and manifests name these fields); each settings
@@ -103,6 +103,14 @@ class TrainAgentConfig:
     action_interface: str = option("free", help="free: the env gets the generated action as "
                                    "is; listed: the most similar listed action (the env's "
                                    "admissible list), real and dream envs alike.")
+    rollout_server: str | None = option(None, help="grpo/ppo: generate the rollouts on this "
+                                        "vLLM server (http://HOST:PORT, run with "
+                                        "VLLM_SERVER_DEV_MODE=1 on `dreamgym export-policy` "
+                                        "output); the policy's weights are pushed to it after "
+                                        "every update (docs/scale.md).")
+    rollout_sync_dir: Path | None = option(None, help="Where pushed weights are written for "
+                                           "--rollout-server to read: a path it sees (default: "
+                                           "<out>.rollout-weights beside --out).")
     # -- the store and the validation
     enrich: bool = option(True, help="Add RL episodes to the store (--no-enrich: ablation).")
     retrieve_synthetic: bool = option(False, help="Dream env: let retrieval return synthetic "
@@ -167,7 +175,10 @@ class TrainAgentConfig:
         if self.warmup_steps < 0 or self.invalid_penalty < 0:
             raise InputError("expected >= 0", field="warmup_steps" if self.warmup_steps < 0
                              else "invalid_penalty")
-        for name in ("out", "store", "init", "tasks", "eval_tasks"):
+        if self.rollout_server is not None and self.algo == "sft":
+            raise InputError("sft generates nothing: --rollout-server is for grpo/ppo",
+                             field="rollout_server")
+        for name in ("out", "store", "init", "tasks", "eval_tasks", "rollout_sync_dir"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else Path(value))
         if (self.base is None) == (self.init is None):
