@@ -34,7 +34,7 @@ generation runs on the driver between env steps (the batch waits for it), every 
 actor round trip per worker (pickling observations with their admissible lists), and with
 2 cores shared by the driver, two actors and Ray's own processes the actors compete with the
 driver for CPU. On 2 shared cores with the tiny policy (docs/scale.md, "Measured: rollouts on
-Ray") the env is ~20% of the time, its calls take ~20% longer through Ray with 1 or 2 actors,
+Ray") the env is ~20% of the time, its calls take 15-50% longer through Ray with 1 or 2 actors,
 and the episodes/s ratio lands within ±12% of 1.0, moved by the machine's other load on the
 policy's ~80%. Figures are printed, never asserted.
 """
