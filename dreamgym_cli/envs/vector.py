@@ -1,20 +1,20 @@
 """Many real envs stepped as one batch: `reset_batch(tasks)` / `step_batch(actions)`.
 
 The same batch interface as the dream env, so the rollout engine drives both the same way. Slots
-are spread round-robin over persistent worker processes (spawn context, one pipe each, like gym's
-AsyncVectorEnv): each worker owns the env instances of its slots and steps them in order, and the
-workers run in parallel. `workers=0` runs the same code in this process (no pickling, easy to
+are spread round-robin over the persistent worker processes of a `pool.WorkerPool`: each worker
+owns the env instances of its slots (an `EnvGroup`) and steps them in order, and the workers run
+in parallel. `workers=0` runs the same code in this process (no pickling, easy to
 debug). A slot whose episode is over returns None; passing None as its action is also how a
 caller leaves a running slot alone (the sim-to-real budget cap does that).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from typing import Any
 
 from dreamgym_cli.envs.base import Observation, StepResult
+from dreamgym_cli.envs.pool import WorkerPool
 from dreamgym_cli.schema import Task
 
 
@@ -44,24 +44,21 @@ class EnvGroup:
         self.envs.clear()
 
 
-def _worker(pipe, env_name: str, env_kwargs: dict[str, Any]) -> None:
-    """Serve ("reset"|"step"|"close", jobs) requests; reply ("ok", results) or ("error", exc)."""
-    group = EnvGroup(env_name, env_kwargs)
-    try:
-        while True:
-            command, jobs = pipe.recv()
-            if command == "close":
-                break
-            try:
-                result = group.reset(jobs) if command == "reset" else group.step(jobs)
-                pipe.send(("ok", result))
-            except Exception as e:  # noqa: BLE001 — the parent re-raises it
-                pipe.send(("error", e))
-    except (EOFError, KeyboardInterrupt):
-        return  # the parent closed its end or was interrupted: shut down (finally closes)
-    finally:
-        group.close()
-        pipe.close()
+def step_jobs(actions: list[str | None], done: list[bool]) -> list[tuple[int, str]]:
+    """(slot, action) for each running slot whose action is not None (a batch env's step)."""
+    if len(actions) != len(done):
+        raise ValueError(f"expected {len(done)} actions, got {len(actions)}")
+    return [(i, a) for i, a in enumerate(actions) if a is not None and not done[i]]
+
+
+def place_results(results: dict[int, StepResult], n: int, done: list[bool]
+                  ) -> list[StepResult | None]:
+    """`results` by slot as a list of `n` (None where no step ran); marks `done` slots."""
+    out: list[StepResult | None] = [None] * n
+    for slot, result in results.items():
+        out[slot] = result
+        done[slot] = result.done
+    return out
 
 
 class VectorEnv:
@@ -71,38 +68,22 @@ class VectorEnv:
         self.env_name, self.env_kwargs = env_name, env_kwargs
         self.workers = max(0, int(os.cpu_count() or 1) if workers is None else workers)
         self.local = EnvGroup(env_name, env_kwargs) if self.workers == 0 else None
-        self._pipes: list = []
-        self._procs: list = []
+        self.pool = WorkerPool(EnvGroup, (env_name, env_kwargs))
         self.done: list[bool] = []
         self.steps_taken = 0  # real env steps since construction (sim-to-real budgets)
-
-    def _start_workers(self, needed: int) -> None:
-        context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads
-        while len(self._procs) < min(self.workers, needed):
-            parent, child = context.Pipe()
-            proc = context.Process(target=_worker, args=(child, self.env_name, self.env_kwargs),
-                                   daemon=True)
-            proc.start()
-            child.close()
-            self._pipes.append(parent)
-            self._procs.append(proc)
 
     def _run(self, command: str, jobs: list[tuple[int, Any]]) -> dict[int, Any]:
         """Results by slot; slot s runs in worker s % workers."""
         if self.local is not None:
-            method = self.local.reset if command == "reset" else self.local.step
-            return {slot: r for (slot, _), r in zip(jobs, method(jobs))}
+            return {slot: r for (slot, _), r in zip(jobs, getattr(self.local, command)(jobs))}
         per_worker: dict[int, list] = {}
         for slot, arg in jobs:
-            per_worker.setdefault(slot % len(self._procs), []).append((slot, arg))
+            per_worker.setdefault(slot % len(self.pool), []).append((slot, arg))
         for w, items in per_worker.items():
-            self._pipes[w].send((command, items))
+            self.pool.send(w, command, items)
         out, error = {}, None
         for w, items in per_worker.items():  # collect every reply before raising
-            try:
-                status, payload = self._pipes[w].recv()
-            except EOFError:  # the process is gone (killed, or its env crashed hard)
-                status, payload = "error", RuntimeError(f"env worker {w} died")
+            status, payload = self.pool.receive(w)
             if status == "error":
                 error = error or payload
             else:
@@ -113,37 +94,22 @@ class VectorEnv:
 
     def reset_batch(self, tasks: list[Task]) -> list[Observation]:
         if self.local is None:
-            self._start_workers(len(tasks))
+            self.pool.grow(min(self.workers, len(tasks)))
         results = self._run("reset", list(enumerate(tasks)))
         self.done = [False] * len(tasks)
         return [results[i] for i in range(len(tasks))]
 
     def step_batch(self, actions: list[str | None]) -> list[StepResult | None]:
         """Step every running slot whose action is not None; None for the others."""
-        if len(actions) != len(self.done):
-            raise ValueError(f"expected {len(self.done)} actions, got {len(actions)}")
-        jobs = [(i, a) for i, a in enumerate(actions) if a is not None and not self.done[i]]
+        jobs = step_jobs(actions, self.done)
         results = self._run("step", jobs)
         self.steps_taken += len(jobs)
-        out: list[StepResult | None] = [None] * len(actions)
-        for slot, result in results.items():
-            out[slot] = result
-            self.done[slot] = result.done
-        return out
+        return place_results(results, len(actions), self.done)
 
     def close(self) -> None:
         if self.local is not None:
             self.local.close()
-        for pipe in self._pipes:
-            try:
-                pipe.send(("close", None))
-            except (BrokenPipeError, OSError):
-                continue  # that worker is gone already; the join below reaps it
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-        self._pipes, self._procs = [], []
+        self.pool.close()
 
     def __enter__(self) -> "VectorEnv":
         return self

@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dreamgym_cli.envs.base import Observation, StepResult
-from dreamgym_cli.envs.vector import EnvGroup
+from dreamgym_cli.envs.pool import JobRunner
+from dreamgym_cli.envs.vector import EnvGroup, place_results, step_jobs
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task
 
@@ -178,19 +179,14 @@ class RayVectorEnv:
 
     def step_batch(self, actions: list[str | None]) -> list[StepResult | None]:
         """Step every running slot whose action is not None; None for the others."""
-        if len(actions) != len(self.done):
-            raise ValueError(f"expected {len(self.done)} actions, got {len(actions)}")
-        jobs = [(i, a) for i, a in enumerate(actions) if a is not None and not self.done[i]]
+        jobs = step_jobs(actions, self.done)
         for slot, action in jobs:  # the replay of a restarted actor includes this step
             self._actions[slot].append(action)
         results = self._call("step", jobs)
         self.steps_taken += len(jobs)
-        out: list[StepResult | None] = [None] * len(actions)
         for slot, result in results.items():
-            out[slot] = result
-            self.done[slot] = result.done
             self._last_text[slot] = result.observation.text
-        return out
+        return place_results(results, len(actions), self.done)
 
     def close(self) -> None:
         import ray
@@ -276,25 +272,6 @@ class RayDreamEnv:
 # ---- independent jobs (whole episodes) -------------------------------------------------------
 
 
-class JobActor:
-    """Runs `fn(job)` for the driver; `cleanup()` (e.g. closing cached envs) on close."""
-
-    def __init__(self, fn: Callable[[Any], Any], cleanup: Callable[[], None] | None):
-        self.fn, self.cleanup = fn, cleanup
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
-    def run(self, job: Any) -> Any:
-        return self.fn(job)
-
-    def close(self) -> None:
-        if self.cleanup is not None:
-            self.cleanup()
-
-
 def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], *, address: str | None = "local",
              workers: int | None = None, num_cpus: float = 1.0,
              cleanup: Callable[[], None] | None = None, max_restarts: int = MAX_RESTARTS,
@@ -316,7 +293,7 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], *, address: str | No
     if workers is None or workers < 1:
         workers = max(1, int(ray.available_resources().get("CPU", 1) // max(num_cpus, 1e-9)))
     workers = min(workers, len(jobs))
-    remote = ray.remote(JobActor).options(num_cpus=num_cpus, max_restarts=max_restarts,
+    remote = ray.remote(JobRunner).options(num_cpus=num_cpus, max_restarts=max_restarts,
                                           max_task_retries=0)
     actors = [remote.remote(fn, cleanup) for _ in range(workers)]
     if on_start is not None:

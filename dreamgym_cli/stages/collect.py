@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import multiprocessing
-import os
 import random
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from dreamgym_cli import artifacts
 from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.envs import pool
 from dreamgym_cli.envs.base import check_step_limit
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import EpisodeRecord, Task, episode_record, now_utc
@@ -220,29 +218,14 @@ def run_jobs(jobs: list[EpisodeJob], workers: int | None, ray: str | None = None
     names a cluster); results in job order."""
     from dreamgym_cli.ui import counter_progress
 
-    n = min(workers or os.cpu_count() or 1, len(jobs)) or 1
-    results: list[Any] = [None] * len(jobs)
     with counter_progress("episodes", total=len(jobs)) as advance:
         if ray:
             from dreamgym_cli.scale.ray_env import run_jobs as run_on_ray
 
             return run_on_ray(run_episode, jobs, address=ray, workers=workers,
                               cleanup=close_envs, on_result=lambda _: advance())
-        if n == 1:
-            try:
-                for i, job in enumerate(jobs):
-                    results[i] = run_episode(job)
-                    advance()
-            finally:
-                close_envs()  # in this process: do not keep browsers/JVMs open after the stage
-            return results
-        context = multiprocessing.get_context("spawn")  # fork is unsafe with threads/torch
-        with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-            futures = {pool.submit(run_episode, job): i for i, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                advance()
-    return results
+        return pool.run_jobs(run_episode, jobs, workers=workers, cleanup=close_envs,
+                             on_result=lambda _: advance())
 
 
 def _stats(episodes: list[dict]) -> dict[str, Any]:
