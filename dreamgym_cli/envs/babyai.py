@@ -26,7 +26,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit, check_task_env
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import Task
 
@@ -101,8 +101,7 @@ class BabyAIEnv:
     name = ENV_NAME
 
     def __init__(self, max_steps: int | None = None, **_ignored: Any):
-        check_step_limit(max_steps)
-        self.max_steps_override = max_steps
+        self.max_steps_override = check_step_limit(max_steps)
         self._gym = None
         self._level: str | None = None
         self._bot = None
@@ -110,9 +109,7 @@ class BabyAIEnv:
         self._t, self._limit, self._done = 0, 0, True
 
     def reset(self, task: Task) -> Observation:
-        if task.env != ENV_NAME:
-            raise InputError(f"task {task.task_id!r} is for env {task.env!r}, not {ENV_NAME!r}",
-                             field="env")
+        check_task_env(task, ENV_NAME)
         level = check_level(task.spec.get("level"), field="spec.level")
         seed = task.spec.get("seed")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -77,6 +77,13 @@ def clean_action(action: str) -> str:
     return " ".join(cleaned.split())
 
 
+def check_task_env(task: Task, env_name: str) -> None:
+    """Refuse a task made for another env (InputError on its `env` field)."""
+    if task.env != env_name:
+        raise InputError(f"task {task.task_id!r} is for env {task.env!r}, not {env_name!r}",
+                         field="env")
+
+
 def check_step_limit(max_steps: int | None, field: str = "max_steps") -> int | None:
     """A step limit as given (None: the task's own), refused unless it is >= 1."""
     if max_steps is not None and max_steps < 1:

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit, check_task_env
 from dreamgym_cli.envs.miniwob_expert import (
     admissible_actions, elements_from_dom, expert_action, parse_action, render_state,
 )
@@ -90,8 +90,7 @@ class MiniWoBEnv:
     name = ENV_NAME
 
     def __init__(self, max_steps: int | None = None, **_ignored: Any):
-        check_step_limit(max_steps)
-        self.max_steps_override = max_steps
+        self.max_steps_override = check_step_limit(max_steps)
         self._driver = None
         self._profile: str | None = None
         self._page = None
@@ -131,9 +130,7 @@ class MiniWoBEnv:
     # -- Env protocol
 
     def reset(self, task: Task) -> Observation:
-        if task.env != ENV_NAME:
-            raise InputError(f"task {task.task_id!r} is for env {task.env!r}, not {ENV_NAME!r}",
-                             field="env")
+        check_task_env(task, ENV_NAME)
         spec = task.spec
         subdomain = check_task(spec.get("task"), field="spec.task")
         seed = spec.get("seed")

@@ -27,7 +27,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit, check_task_env
 from dreamgym_cli.errors import InputError, unknown_name
 from dreamgym_cli.schema import Task
 
@@ -62,8 +62,7 @@ class ScienceWorldEnv:
     name = ENV_NAME
 
     def __init__(self, max_steps: int | None = None, **_ignored: Any):
-        check_step_limit(max_steps)
-        self.max_steps_override = max_steps
+        self.max_steps_override = check_step_limit(max_steps)
         self._sw = None
         self._loaded: tuple | None = None
         self._gold: list[str] = []
@@ -97,9 +96,7 @@ class ScienceWorldEnv:
     # -- Env protocol
 
     def reset(self, task: Task) -> Observation:
-        if task.env != ENV_NAME:
-            raise InputError(f"task {task.task_id!r} is for env {task.env!r}, not {ENV_NAME!r}",
-                             field="env")
+        check_task_env(task, ENV_NAME)
         spec = task.spec
         name = check_task(spec.get("task"), field="spec.task")
         variation = spec.get("variation")

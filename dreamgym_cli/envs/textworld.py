@@ -35,7 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit, clean_action
+from dreamgym_cli.envs.base import (Observation, StepResult, check_step_limit, check_task_env,
+                                    clean_action)
 from dreamgym_cli.envs.textworld_games import (
     DEFAULT_MAX_STEPS, check_challenge, check_seed, default_data_dir, ensure_game,
     game_is_complete, game_objective, normalize_settings, resolve_inside,
@@ -199,8 +200,7 @@ class TextWorldEnv:
 
     def __init__(self, data_dir: str | Path | None = None, max_steps: int | None = None):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-        check_step_limit(max_steps)
-        self.max_steps_override = max_steps
+        self.max_steps_override = check_step_limit(max_steps)
         self._gym = None
         self._game: Path | None = None
         self._infos: dict[str, Any] = {}
@@ -242,9 +242,7 @@ class TextWorldEnv:
     # -- Env protocol
 
     def reset(self, task: Task) -> Observation:
-        if task.env != ENV_NAME:
-            raise InputError(f"task {task.task_id!r} is for env {task.env!r}, not {ENV_NAME!r}",
-                             field="env")
+        check_task_env(task, ENV_NAME)
         game = self.game_file(task)
         self._limit = self._step_limit(task)
         if game != self._game or self._gym is None:

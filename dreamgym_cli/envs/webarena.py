@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit
+from dreamgym_cli.envs.base import Observation, StepResult, check_step_limit, check_task_env
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.schema import Task
 
@@ -339,9 +339,7 @@ class WebArenaEnv(BrowserGymEnv):
         super().__init__(_webarena_lite_task, **kwargs)
 
     def reset(self, task: Task) -> Observation:
-        if task.env != ENV_NAME:
-            raise InputError(f"task {task.task_id!r} is for env {task.env!r}, not {ENV_NAME!r}",
-                             field="env")
+        check_task_env(task, ENV_NAME)
         return super().reset(task)
 
 
