@@ -81,6 +81,19 @@ def _checked(path: Path, line: int, make) -> Read:
 # Format detection
 
 
+def _new_episode(record: dict[str, Any], env: str | None, source: str | None,
+                 seen: dict[str, int], where: int, place: str):
+    """(task, episode, steps) of `record` (defaults filled, validated); an episode_id already in
+    `seen` (id -> first line/row, updated here) is an InputError naming `place` ('on line')."""
+    trajectories.fill_defaults(record, env=env, source=source)
+    task, episode, steps = validate_episode(record)
+    first = seen.setdefault(episode["episode_id"], where)
+    if first != where:
+        raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first {place} "
+                         f"{first})", field="episode_id")
+    return task, episode, steps
+
+
 def detect_format(path: Path, fmt: str = "auto") -> str:
     """The format to read `path` with; InputError for a missing path or an unusable directory."""
     if fmt not in FORMATS:
@@ -161,13 +174,7 @@ def read_canonical(path: Path, *, env: str | None = None,
     def make(obj: Any):
         if isinstance(obj, InputError):
             raise obj
-        trajectories.fill_defaults(obj, env=env, source=source)
-        task, episode, steps = validate_episode(obj)
-        first = seen.setdefault(episode["episode_id"], line)
-        if first != line:
-            raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first on line "
-                             f"{first})", field="episode_id")
-        return task, episode, steps
+        return _new_episode(obj, env, source, seen, line, "on line")
 
     count = 0
     for line, obj in records:
@@ -287,28 +294,24 @@ def _hf_episode_rows(path: Path, table: pa.Table, split: str | None, *, env: str
     for i, row in enumerate(_pylist(table), start=1):
         try:
             if "record" in row and isinstance(row["record"], str):
-                try:
-                    row = json.loads(row["record"])
-                except json.JSONDecodeError as e:
-                    raise InputError(f"record is not valid JSON: {e.msg}", field="record") from None
+                row = _json_column(row, "record")
             if isinstance(row.get("task"), str):
-                try:
-                    row["task"] = json.loads(row["task"])
-                except json.JSONDecodeError as e:
-                    raise InputError(f"task is not valid JSON: {e.msg}", field="task") from None
+                row["task"] = _json_column(row, "task")
             if row.get("task") is None:
                 row["task"] = _task_from_columns(row, split)
             _clean_task(row["task"], split)
-            trajectories.fill_defaults(row, env=env, source=source)
-            task, episode, steps = validate_episode(row)
-            first = seen.setdefault(episode["episode_id"], i)
-            if first != i:
-                raise InputError(f"duplicate episode_id {episode['episode_id']!r} (first in row "
-                                 f"{first})", field="episode_id")
+            task, episode, steps = _new_episode(row, env, source, seen, i, "in row")
         except InputError as e:
             yield Read(i, error=e.at(file=path, line=i))
             continue
         yield Read(i, task, episode, steps)
+
+
+def _json_column(row: dict[str, Any], name: str) -> Any:
+    try:
+        return json.loads(row[name])
+    except json.JSONDecodeError as e:
+        raise InputError(f"{name} is not valid JSON: {e.msg}", field=name) from None
 
 
 def _hf_step_rows(path: Path, table: pa.Table, split: str | None, *, env: str | None,

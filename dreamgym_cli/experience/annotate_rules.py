@@ -107,6 +107,13 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def _gains_and_losses(before: list, after: list, gained: str, lost: str) -> list[str]:
+    """The `gained` sentence for what `after` adds to `before`, the `lost` one for what it
+    drops (each template's {} takes the listing); none for an empty change."""
+    changes = ((_difference(after, before), gained), (_difference(before, after), lost))
+    return [template.format(_listing(items)) for items, template in changes if items]
+
+
 def _world_changes(before: dict, after: dict) -> list[str]:
     """Sentences on movement, inventory and visible objects (structured states only)."""
     sentences = []
@@ -116,19 +123,12 @@ def _world_changes(before: dict, after: dict) -> list[str]:
         if after["objects"]:
             sentences.append(f"In {after['location']} it sees {_listing(after['objects'])}.")
     if before["inventory"] is not None and after["inventory"] is not None:
-        gained = _difference(after["inventory"], before["inventory"])
-        lost = _difference(before["inventory"], after["inventory"])
-        if gained:
-            sentences.append(f"The agent now carries {_listing(gained)}.")
-        if lost:
-            sentences.append(f"The agent no longer carries {_listing(lost)}.")
+        sentences += _gains_and_losses(before["inventory"], after["inventory"],
+                                       "The agent now carries {}.",
+                                       "The agent no longer carries {}.")
     if not moved and before["objects"] is not None and after["objects"] is not None:
-        appeared = _difference(after["objects"], before["objects"])
-        vanished = _difference(before["objects"], after["objects"])
-        if appeared:
-            sentences.append(f"Now visible: {_listing(appeared)}.")
-        if vanished:
-            sentences.append(f"No longer visible: {_listing(vanished)}.")
+        sentences += _gains_and_losses(before["objects"], after["objects"],
+                                       "Now visible: {}.", "No longer visible: {}.")
     if (not moved and before["description"] and after["description"]
             and before["description"] != after["description"]):
         sentences.append("The room description changed.")
