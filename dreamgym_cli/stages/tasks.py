@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,22 +127,38 @@ def make(config: MakeConfig) -> dict[str, Any]:
     resolved = dict(to_dict(config), challenge=challenge, settings=settings,
                     max_steps=config.max_steps or DEFAULT_MAX_STEPS[challenge],
                     data_dir=str(data_dir))
-    key_config = {k: v for k, v in resolved.items() if k != "force"}
     summary = {"out": str(config.out), "env": config.env, "challenge": challenge,
                "settings": settings, "settings_key": settings_key(challenge, settings),
                "split": config.split, "data_dir": str(data_dir)}
+
+    def make_tasks() -> tuple[list[Task], dict[str, Any]]:
+        tasks, generated = _textworld_tasks(challenge, settings, seeds, config.split,
+                                            resolved["max_steps"], data_dir)
+        return tasks, {"generated": generated, "cached": len(tasks) - generated}
+
+    result = _write_task_file(config, start, resolved, summary, make_tasks)
+    if result["skipped"]:  # nothing generated: every game of the file is cached
+        result.update(generated=0, cached=result.get("count", 0))
+    return result
+
+
+def _write_task_file(config: MakeConfig, start: float, resolved: dict[str, Any],
+                     summary: dict[str, Any],
+                     make_tasks: Callable[[], tuple[list[Task], dict[str, Any]]]
+                     ) -> dict[str, Any]:
+    """Write `make_tasks()`'s tasks to `config.out` as a tasks-make artifact (unless it is up to
+    date with `resolved`); `summary` with the metrics (count and make_tasks' own), JSON-ready."""
+    from dreamgym_cli.trajectories import write_tasks
+
+    key_config = {k: v for k, v in resolved.items() if k != "force"}
     with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
                                force=config.force, fingerprint_config=key_config) as run:
         if run.up_to_date:
-            metrics = run.previous.get("metrics", {})
-            return {**summary, **metrics, "generated": 0, "cached": metrics.get("count", 0),
-                    "skipped": True, "seconds": round(time.perf_counter() - start, 3)}
-        tasks, generated = _textworld_tasks(challenge, settings, seeds, config.split,
-                                            resolved["max_steps"], data_dir)
-        from dreamgym_cli.trajectories import write_tasks
-
+            return {**summary, **run.previous.get("metrics", {}), "skipped": True,
+                    "seconds": round(time.perf_counter() - start, 3)}
+        tasks, extra = make_tasks()
         write_tasks(run.tmp, tasks)
-        metrics = {"count": len(tasks), "generated": generated, "cached": len(tasks) - generated}
+        metrics = {"count": len(tasks), **extra}
         run.commit(metrics=metrics)
     return {**summary, **metrics, "skipped": False,
             "seconds": round(time.perf_counter() - start, 3)}
@@ -187,46 +204,26 @@ def _make_suite(config: MakeConfig) -> dict[str, Any]:
     start = time.perf_counter()
     suite, seeds = parse_suite(config), parse_seeds(config.seeds)
     resolved = dict(to_dict(config), suite=",".join(suite))
-    key_config = {k: v for k, v in resolved.items() if k != "force"}
     summary = {"out": str(config.out), "env": config.env, "suite": suite, "split": config.split}
-    with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
-                               force=config.force, fingerprint_config=key_config) as run:
-        if run.up_to_date:
-            metrics = run.previous.get("metrics", {})
-            return {**summary, **metrics, "skipped": True,
-                    "seconds": round(time.perf_counter() - start, 3)}
+
+    def make_tasks() -> tuple[list[Task], dict[str, Any]]:
         module = importlib.import_module(SUITE_ENVS[config.env])
         with counter_progress(f"{config.env} tasks", total=len(suite) * len(seeds)) as advance:
-            tasks = module.make_tasks(suite, seeds, config.split, config.max_steps, advance)
-        from dreamgym_cli.trajectories import write_tasks
+            return module.make_tasks(suite, seeds, config.split, config.max_steps, advance), {}
 
-        write_tasks(run.tmp, tasks)
-        metrics = {"count": len(tasks)}
-        run.commit(metrics=metrics)
-    return {**summary, **metrics, "skipped": False,
-            "seconds": round(time.perf_counter() - start, 3)}
+    return _write_task_file(config, start, resolved, summary, make_tasks)
 
 
 def _make_agentgym(config: MakeConfig) -> dict[str, Any]:
     """AgentGym tasks are data indices of the user's server; nothing is contacted here."""
     from dreamgym_cli.envs.agentgym import make_tasks
-    from dreamgym_cli.trajectories import write_tasks
 
     start = time.perf_counter()
-    resolved = to_dict(config)
-    key_config = {k: v for k, v in resolved.items() if k != "force"}
     summary = {"out": str(config.out), "env": config.env, "split": config.split}
-    with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
-                               force=config.force, fingerprint_config=key_config) as run:
-        if run.up_to_date:
-            return {**summary, **run.previous.get("metrics", {}), "skipped": True,
-                    "seconds": round(time.perf_counter() - start, 3)}
-        tasks = make_tasks(config.env, parse_seeds(config.seeds), config.split, config.max_steps)
-        write_tasks(run.tmp, tasks)
-        metrics = {"count": len(tasks)}
-        run.commit(metrics=metrics)
-    return {**summary, **metrics, "skipped": False,
-            "seconds": round(time.perf_counter() - start, 3)}
+    return _write_task_file(
+        config, start, to_dict(config), summary,
+        lambda: (make_tasks(config.env, parse_seeds(config.seeds), config.split,
+                            config.max_steps), {}))
 
 
 def _make_alfworld(config: MakeConfig) -> dict[str, Any]:
@@ -235,7 +232,6 @@ def _make_alfworld(config: MakeConfig) -> dict[str, Any]:
     import os
 
     from dreamgym_cli.envs.alfworld import make_tasks
-    from dreamgym_cli.trajectories import write_tasks
 
     if config.suite or config.challenge or config.settings:
         raise InputError("ALFWorld takes --seeds and --split (its games: $ALFWORLD_DATA, else "
@@ -243,21 +239,15 @@ def _make_alfworld(config: MakeConfig) -> dict[str, Any]:
     start = time.perf_counter()
     user_data = os.environ.get("ALFWORLD_DATA") or None
     resolved = dict(to_dict(config), alfworld_data=user_data)
-    key_config = {k: v for k, v in resolved.items() if k != "force"}
     summary = {"out": str(config.out), "env": config.env, "split": config.split,
                "games": "user" if user_data else "dreamgym"}
-    with artifacts.ArtifactRun("tasks-make", config.out, resolved, kind="file",
-                               force=config.force, fingerprint_config=key_config) as run:
-        if run.up_to_date:
-            return {**summary, **run.previous.get("metrics", {}), "skipped": True,
-                    "seconds": round(time.perf_counter() - start, 3)}
+
+    def alfworld_tasks() -> tuple[list[Task], dict[str, Any]]:
         tasks = make_tasks(parse_seeds(config.seeds), config.split, user_data, config.max_steps,
                            Path(config.data_dir).expanduser() if config.data_dir else None)
-        write_tasks(run.tmp, tasks)
-        metrics = {"count": len(tasks), "data": tasks[0].spec["data"] if tasks else None}
-        run.commit(metrics=metrics)
-    return {**summary, **metrics, "skipped": False,
-            "seconds": round(time.perf_counter() - start, 3)}
+        return tasks, {"data": tasks[0].spec["data"] if tasks else None}
+
+    return _write_task_file(config, start, resolved, summary, alfworld_tasks)
 
 
 def render_make(result: dict[str, Any]) -> None:
