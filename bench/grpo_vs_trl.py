@@ -3,11 +3,13 @@
 Workload, identical on both sides: a tiny model (`tiny:1m`, `tiny:10m`) built from the same texts
 and seed; 8 prompts × 4 completions × up to 128 new tokens at temperature 1; the same reward (the
 share of vowels in the completion); one optimizer step per batch; no KL term (TRL's default
-beta = 0, so no reference model on either side); CPU, one process, no vLLM.
+beta = 0, so no reference model on either side); fp32, one process, no vLLM; CPU unless
+`--device cuda`.
 Reported: completions per second of a full step (generation + reward + advantages + update),
-median over the timed steps after one warm-up step. No assertions: it prints the figures.
+median over the timed steps after one warm-up step, in `--rounds` rounds that swap which side
+runs first. No assertions: it prints the figures.
 
-    .venv/bin/python bench/grpo_vs_trl.py [--sizes 1m,10m] [--steps 3] [--threads N]
+    .venv/bin/python bench/grpo_vs_trl.py [--sizes 1m,10m] [--steps 3] [--rounds 2] [--threads N]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def build(size: str):
     return load_model(f"tiny:{size}", texts=corpus, full=True, seed=0)
 
 
-def ours(size: str, steps: int) -> tuple[list[float], float, float]:
+def ours(size: str, steps: int, device: str = "cpu") -> tuple[list[float], float, float]:
     from dreamgym_cli.llm.generate import GenerationParams
     from dreamgym_cli.rl.rollout import Turn
     from dreamgym_cli.rl.trainer import RLSettings, Sample, make_learner, update_policy
@@ -43,7 +45,9 @@ def ours(size: str, steps: int) -> tuple[list[float], float, float]:
     import random
 
     model, tokenizer = build(size)
-    settings = RLSettings(lr=1e-5, kl_coef=0.0, micro_batch_turns=32, loss_agg="token-mean")
+    model.to(device)
+    settings = RLSettings(lr=1e-5, kl_coef=0.0, micro_batch_turns=32, mini_batches=1,
+                          loss_agg="token-mean")  # one optimizer step per batch, as TRL
     learner = make_learner(model, tokenizer, settings)
     prompt_ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in PROMPTS]
     times, lengths, generating = [], [], []
@@ -70,7 +74,7 @@ def ours(size: str, steps: int) -> tuple[list[float], float, float]:
     return times, statistics.mean(lengths), statistics.median(generating)
 
 
-def trl(size: str, steps: int) -> tuple[list[float], float]:
+def trl(size: str, steps: int, device: str = "cpu") -> tuple[list[float], float]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -98,7 +102,8 @@ def trl(size: str, steps: int) -> tuple[list[float], float]:
         config = GRPOConfig(output_dir=out, per_device_train_batch_size=len(PROMPTS) * GROUP,
                             num_generations=GROUP, max_completion_length=NEW_TOKENS,
                             max_steps=steps + 1, learning_rate=1e-5, beta=0.0, temperature=1.0,
-                            use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+                            use_cpu=device == "cpu", bf16=False, report_to="none",
+                            save_strategy="no",
                             logging_steps=1, seed=0, disable_tqdm=True)
         dataset = Dataset.from_dict({"prompt": PROMPTS * (steps + 2)})
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config,
@@ -114,22 +119,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1m,10m")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="ours/TRL runs per size, the order swapped each round (a machine "
+                        "whose load changes during the run weighs on both sides alike)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both sides)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     completions = len(PROMPTS) * GROUP
     print(f"workload: {len(PROMPTS)} prompts x {GROUP} completions x <= {NEW_TOKENS} tokens, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, {args.device}, {args.rounds} rounds of "
+          f"{args.steps} timed steps per side")
     for size in args.sizes.split(","):
-        ours_times, ours_len, ours_gen = ours(size, args.steps)
-        trl_times, trl_len = trl(size, args.steps)
-        a, b = statistics.median(ours_times), statistics.median(trl_times)
-        print(f"tiny:{size:4s} ours {completions / a:7.2f} completions/s ({a:.2f} s/step, "
-              f"{ours_gen:.2f} s generating, {ours_len:.0f} tokens/completion)   "
-              f"TRL {completions / b:7.2f} completions/s ({b:.2f} s/step, "
-              f"{trl_len:.0f} tokens/completion)   ratio {b / a:.2f}x   "
-              f"tokens/s ratio {(ours_len / a) / (trl_len / b):.2f}x")
+        ratios = []
+        for r in range(args.rounds):
+            sides = {}
+            for side in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):
+                sides[side] = (ours(size, args.steps, args.device) if side == "ours"
+                               else trl(size, args.steps, args.device))
+            (ours_times, ours_len, ours_gen), (trl_times, trl_len) = sides["ours"], sides["trl"]
+            a, b = statistics.median(ours_times), statistics.median(trl_times)
+            ratios.append(b / a)
+            print(f"tiny:{size:4s} round {r + 1}  ours {completions / a:7.2f} completions/s "
+                  f"({a:.2f} s/step, {ours_gen:.2f} s generating, {ours_len:.0f} "
+                  f"tokens/completion)   TRL {completions / b:7.2f} completions/s ({b:.2f} "
+                  f"s/step, {trl_len:.0f} tokens/completion)   ratio {b / a:.2f}x   tokens/s "
+                  f"ratio {(ours_len / a) / (trl_len / b):.2f}x", flush=True)
+        print(f"tiny:{size:4s} ratio (completions/s, ours / TRL): median "
+              f"{statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x",
+              flush=True)
 
 
 if __name__ == "__main__":
