@@ -29,9 +29,19 @@ class TurnBatch:
     def answer_tokens(self) -> int:
         return int(self.answer_mask.sum())
 
+    def to(self, device) -> "TurnBatch":
+        """The same batch on `device` (the model's: a GPU under `accelerate launch`)."""
+        return TurnBatch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
-def collate_turns(turns: Sequence, pad_id: int) -> TurnBatch:
-    """Right-padded tensors of turns that carry prompt_ids, token_ids and logprobs."""
+
+def model_device(model) -> torch.device:
+    """Where `model`'s weights live (the batches of its forward passes go there)."""
+    return next(model.parameters()).device
+
+
+def collate_turns(turns: Sequence, pad_id: int, device=None) -> TurnBatch:
+    """Right-padded tensors of turns that carry prompt_ids, token_ids and logprobs (on `device`
+    when given, else the CPU)."""
     width = max(len(t.prompt_ids) + len(t.token_ids) for t in turns)
     n = len(turns)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -46,7 +56,8 @@ def collate_turns(turns: Sequence, pad_id: int) -> TurnBatch:
         answer[i, p - 1:p - 1 + c] = True
         old[i, p - 1:p - 1 + c] = torch.tensor(t.logprobs, dtype=torch.float32)
         last[i] = p - 1
-    return TurnBatch(ids, attention, ids[:, 1:], answer, old, last)
+    batch = TurnBatch(ids, attention, ids[:, 1:], answer, old, last)
+    return batch if device is None else batch.to(device)
 
 
 def per_token(batch: TurnBatch, values_by_turn: Sequence[Sequence[float]]) -> torch.Tensor:
@@ -55,7 +66,7 @@ def per_token(batch: TurnBatch, values_by_turn: Sequence[Sequence[float]]) -> to
     for i, values in enumerate(values_by_turn):
         start = int(batch.prompt_last[i])
         out[i, start:start + len(values)] = torch.tensor(list(values), dtype=torch.float32)
-    return out
+    return out.to(batch.answer_mask.device)
 
 
 def answer_values(batch: TurnBatch, per_token_values: torch.Tensor) -> list[list[float]]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from dreamgym_cli.rl import algorithms as alg
-from dreamgym_cli.rl.batching import collate_turns, forward_turns
+from dreamgym_cli.rl.batching import collate_turns, forward_turns, model_device
 from dreamgym_cli.rl.learner import Learner, RLSettings
 from dreamgym_cli.rl.rollout import EpisodeRollout, Turn
 
@@ -32,7 +32,7 @@ def score_turns(model, turns: Sequence[Turn], pad_id: int, micro: int, *, value_
     try:
         for start in range(0, len(turns), micro):
             chunk = turns[start:start + micro]
-            batch = collate_turns(chunk, pad_id)
+            batch = collate_turns(chunk, pad_id, model_device(model))
             out = forward_turns(model, batch, value_head=value_head, temperature=temperature)
             for i in range(len(chunk)):
                 logprobs.append(out.logprobs[i][batch.answer_mask[i]].tolist())

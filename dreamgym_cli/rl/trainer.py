@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from dreamgym_cli.rl import algorithms as alg
-from dreamgym_cli.rl.batching import collate_turns, forward_turns, per_token
+from dreamgym_cli.rl.batching import collate_turns, forward_turns, model_device, per_token
 from dreamgym_cli.rl.learner import Learner, RLSettings
 from dreamgym_cli.rl.rollout import EpisodeRollout, RolloutSettings, rollout_metrics, run_rollouts
 from dreamgym_cli.rl.samples import (Sample, grpo_samples, ppo_samples, reference_logprobs,
@@ -50,6 +50,8 @@ def make_learner(model, tokenizer, settings: RLSettings, value_head=None) -> Lea
     """A learner for `model` as it is now (its current weights become the KL reference)."""
     from dreamgym_cli.llm.generate import open_backend
 
+    if value_head is not None:  # the critic lives beside the policy (a GPU when it is on one)
+        value_head = value_head.to(model_device(model))
     reference = None
     if settings.kl_coef > 0 and not _is_peft(model):
         reference = copy.deepcopy(model).eval()
@@ -85,13 +87,14 @@ def _micro_loss(learner: Learner, chunk: list[Sample], settings: RLSettings,
                 weight: float, wrapped: tuple | None = None) -> dict[str, float]:
     """Backward of one micro-batch's share of the mini-batch loss; its metrics (unweighted).
     wrapped: (model, value head) wrappers (DDP) to run the forward through."""
-    batch = collate_turns([s.turn for s in chunk], learner.pad_id)
     model, head = wrapped or (learner.model, learner.value_head)
+    device = model_device(learner.model)
+    batch = collate_turns([s.turn for s in chunk], learner.pad_id, device)
     out = forward_turns(model, batch, value_head=head,
                         entropy=settings.entropy_coef > 0, temperature=settings.temperature,
                         detach_value=settings.value_detach)
     mask = batch.answer_mask
-    adv = alg.broadcast_to_tokens(torch.tensor([s.advantage for s in chunk]), mask)
+    adv = alg.broadcast_to_tokens(torch.tensor([s.advantage for s in chunk], device=device), mask)
     policy_loss, clip_frac, approx_kl = alg.policy_loss_clipped(
         out.logprobs, batch.old_logprobs, adv, mask, settings.clip_eps,
         loss_agg=settings.loss_agg)
@@ -109,10 +112,11 @@ def _micro_loss(learner: Learner, chunk: list[Sample], settings: RLSettings,
         loss = loss - settings.entropy_coef * entropy
         metrics["train/entropy"] = entropy.item()
     if out.values is not None:
-        turn_mask = torch.ones(len(chunk), 1, dtype=torch.bool)
+        turn_mask = torch.ones(len(chunk), 1, dtype=torch.bool, device=device)
         v_loss, v_clip = alg.value_loss_clipped(
-            out.values[:, None], torch.tensor([[s.old_value] for s in chunk]),
-            torch.tensor([[s.value_target] for s in chunk]), turn_mask, settings.value_clip)
+            out.values[:, None], torch.tensor([[s.old_value] for s in chunk], device=device),
+            torch.tensor([[s.value_target] for s in chunk], device=device), turn_mask,
+            settings.value_clip)
         loss = loss + settings.value_coef * v_loss
         metrics.update({"train/value_loss": v_loss.item(), "train/value_clip_fraction":
                         v_clip.item()})

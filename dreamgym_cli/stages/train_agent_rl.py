@@ -85,6 +85,8 @@ def train_rl(config, out_dir: Path | None, progress) -> tuple[dict, dict]:
         torch.manual_seed(config.seed)
         model, tokenizer, settings, tiny = load_start_model(
             config, lambda _settings: corpus_from_env(env, pool[:16]))
+        model.to(dist.device if dist is not None else  # a GPU when there is one
+                 "cuda" if torch.cuda.is_available() else "cpu")
         value_head = load_value_head(model, config.init) if config.algo == "ppo" else None
         rl = config.rl_settings(tiny)
         learner = make_learner(model, tokenizer, rl, value_head)
