@@ -28,6 +28,15 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **kw) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
 
 
+def require_paths(config: Any, *names: str) -> None:
+    """For a frozen config's `__post_init__`: each field in `names` must be given ("is
+    required" otherwise, in that order) and is made a Path."""
+    for name in names:
+        if getattr(config, name) is None:
+            raise InputError("is required", field=name)
+        object.__setattr__(config, name, Path(getattr(config, name)))
+
+
 def help_of(cls: type, name: str) -> str:
     """The doc line of field `name` of config class `cls` (for typer's help=)."""
     for f in dataclasses.fields(cls):

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from dreamgym_cli.artifacts import write_run_record
-from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.config import option, require_paths, to_dict
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.experience.episodes import ANNOTATIONS
 
@@ -62,9 +62,7 @@ class AnnotateConfig:
     source: str = option("real", help="Which transitions to annotate: real, synthetic or all.")
 
     def __post_init__(self):
-        if self.store is None:
-            raise InputError("is required", field="store")
-        object.__setattr__(self, "store", Path(self.store))
+        require_paths(self, "store")
         if (self.teacher_url is None) != (self.teacher_model is None):
             raise InputError("--teacher-url and --teacher-model go together", field="teacher_model")
         if self.source not in ("real", "synthetic", "all"):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamgym_cli.artifacts import ArtifactRun
-from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.config import option, require_paths, to_dict
 from dreamgym_cli.errors import InputError
 
 Z_95 = 1.959963984540054
@@ -40,10 +40,7 @@ class EvalConfig:
     force: bool = option(False, help="Re-evaluate even if the report is up to date.")
 
     def __post_init__(self):
-        for name in ("policy", "tasks", "out"):
-            if getattr(self, name) is None:
-                raise InputError("is required", field=name)
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        require_paths(self, "policy", "tasks", "out")
         from dreamgym_cli.rl.rollout import ACTION_INTERFACES
 
         if self.action_interface not in ACTION_INTERFACES:

@@ -26,7 +26,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.config import option, require_paths, to_dict
 from dreamgym_cli.errors import InputError
 
 OUTCOMES = ("return", "success")
@@ -50,10 +50,7 @@ class EvolveConfig:
     force: bool = option(False, help="Redo even if the output is up to date.")
 
     def __post_init__(self):
-        for name in ("em", "rollouts", "pool", "out"):
-            if getattr(self, name) is None:
-                raise InputError("is required", field=name)
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        require_paths(self, "em", "rollouts", "pool", "out")
         checks = [(self.seeds_per_round >= 1, "seeds_per_round", "an integer >= 1"),
                   (self.candidates >= 1, "candidates", "an integer >= 1"),
                   (self.outcome in OUTCOMES, "outcome", " or ".join(OUTCOMES)),

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.config import option
+from dreamgym_cli.config import option, require_paths
 from dreamgym_cli.errors import InputError
 
 
@@ -22,10 +22,7 @@ class ExportPolicyConfig:
                        "embeddings untied).")
 
     def __post_init__(self):
-        for name in ("policy", "out"):
-            if getattr(self, name) is None:
-                raise InputError("is required", field=name)
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        require_paths(self, "policy", "out")
 
 
 def run(config: ExportPolicyConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.config import option, require_paths, to_dict
 from dreamgym_cli.errors import InputError
 
 
@@ -38,10 +38,7 @@ class RolloutConfig:
     seed: int = option(0, help="Seed for sampling.")
 
     def __post_init__(self):
-        for name in ("policy", "tasks", "store"):
-            if getattr(self, name) is None:
-                raise InputError("is required", field=name)
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        require_paths(self, "policy", "tasks", "store")
         for name in ("episodes_per_task", "max_steps_per_episode"):
             if getattr(self, name) < 1:
                 raise InputError(f"expected >= 1, got {getattr(self, name)}", field=name)

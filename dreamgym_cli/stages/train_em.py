@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamgym_cli.artifacts import ArtifactRun
-from dreamgym_cli.config import option, to_dict
+from dreamgym_cli.config import option, require_paths, to_dict
 from dreamgym_cli.errors import InputError
 from dreamgym_cli.experience.episodes import load_real_episodes, split_episodes
 
@@ -52,11 +52,7 @@ class TrainEMConfig:
     force: bool = option(False, help="Retrain even if the output is up to date.")
 
     def __post_init__(self):
-        for name in ("store", "out"):
-            if getattr(self, name) is None:
-                raise InputError("is required", field=name)
-        object.__setattr__(self, "store", Path(self.store))
-        object.__setattr__(self, "out", Path(self.out))
+        require_paths(self, "store", "out")
         checks = [(self.batch_size >= 1, "batch_size", ">= 1"), (self.retrieval_k >= 0,
                   "retrieval_k", ">= 0"), (self.history >= 0, "history", ">= 0"),
                   (self.task_examples >= 0, "task_examples", ">= 0"),
