@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from dreamgym_cli.store import ReplayStore, synthetic
-from test_store import snapshot
+from test_store import snapshot, store_lock_held
 
 DREAMGYM = str(Path(sys.executable).with_name("dreamgym"))
 
@@ -92,14 +91,7 @@ def test_held_lock_makes_ingest_fail_clearly(tmp_path, run_cli, monkeypatch):
     synthetic.write_jsonl(data, 5, 2)
     store = tmp_path / "S"
     assert run_cli("ingest", data, "--store", store)[0] == 0
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from dreamgym_cli.store import ReplayStore\n"
-         f"s = ReplayStore.open({str(store)!r})\n"
-         "with s.lock():\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with store_lock_held(store) as holder:
         before = snapshot(store)
         synthetic.write_jsonl(tmp_path / "more.jsonl", 5, 2, start=5)
         monkeypatch.setenv("DREAMGYM_LOCK_TIMEOUT", "0.5")
@@ -107,9 +99,6 @@ def test_held_lock_makes_ingest_fail_clearly(tmp_path, run_cli, monkeypatch):
         assert code == 1
         assert f"store {store} is locked by another writer (pid {holder.pid})" in err
         assert snapshot(store) == before
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
     monkeypatch.delenv("DREAMGYM_LOCK_TIMEOUT")
     assert run_cli("ingest", tmp_path / "more.jsonl", "--store", store)[0] == 0
     assert check_consistent(store) == (10, 20)

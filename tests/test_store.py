@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -194,24 +196,31 @@ def test_iter_episodes_and_info(store):
         "toy-task-4", "toy-task-5"}
 
 
-def test_second_writer_waits_then_fails_clearly(store):
+@contextlib.contextmanager
+def store_lock_held(path: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding the writer lock of the store at `path` (killed on exit)."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from dreamgym_cli.store import ReplayStore\n"
-         f"s = ReplayStore.open({str(store.path)!r})\n"
+         "import time; from dreamgym_cli.store import ReplayStore\n"
+         f"s = ReplayStore.open({str(path)!r})\n"
          "with s.lock():\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_second_writer_waits_then_fails_clearly(store):
+    with store_lock_held(store.path) as holder:
         other = ReplayStore.open(store.path, lock_timeout=0.3)
         started = time.monotonic()
         expected = rf"locked by another writer \(pid {holder.pid}\)"
         with pytest.raises(StoreLockedError, match=expected):
             append_records(other, records(1))
         assert time.monotonic() - started >= 0.3
-    finally:
-        holder.kill()
-        holder.wait()
     assert append_records(ReplayStore.open(store.path), records(1)).episodes_added == 1
     assert os.path.exists(store.path / ".lock")
 
