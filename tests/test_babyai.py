@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 pytest.importorskip("minigrid", reason="the `babyai` extra (minigrid) is not installed")
 
 from dreamgym_cli.envs.babyai import ACTION_WORDS, BabyAIEnv, make_tasks  # noqa: E402
 from dreamgym_cli.trajectories import read_episodes  # noqa: E402
+from tests.env_fixtures import make_and_collect_expert  # noqa: E402
 
 LEVELS = "BabyAI-GoToLocal-v0,BabyAI-PickupLoc-v0,BabyAI-OpenDoor-v0"
 
 
 def test_tasks_make_and_expert_collect_win(run_cli, tmp_path):
     tasks, episodes = tmp_path / "B.parquet", tmp_path / "BE.jsonl"
-    code, out, err = run_cli("tasks", "make", "--env", "babyai", "--suite", LEVELS, "--seeds",
-                             "1-3", "--split", "test", "--out", tasks, "--json")
-    assert code == 0, err
-    assert json.loads(out)["count"] == 9
-    code, out, err = run_cli("collect", "--tasks", tasks, "--policy", "expert", "--workers", "1",
-                             "--out", episodes, "--json")
-    assert code == 0, err
-    assert json.loads(out)["success_rate"] == 1.0
+    made, collected = make_and_collect_expert(run_cli, "babyai", LEVELS, "1-3", tasks, episodes,
+                                              "--workers", "1")
+    assert made["count"] == 9
+    assert collected["success_rate"] == 1.0
     for task, episode, steps in read_episodes(episodes):
         first = steps[0]["state"].splitlines()
         assert first[0] == f"Mission: {task['instruction']}"

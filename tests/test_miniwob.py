@@ -3,12 +3,11 @@ DESIGN §12 `tasks make` + `collect` commands end to end."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from dreamgym_cli.trajectories import read_episodes
 from dreamgym_cli.envs.miniwob_expert import Element, admissible_actions, parse_action, render_state
+from tests.env_fixtures import make_and_collect_expert
 
 pytest.importorskip("miniwob", reason="the `web` extra (miniwob, selenium) is not installed")
 from dreamgym_cli.envs.miniwob import browser_paths  # noqa: E402
@@ -35,16 +34,10 @@ def test_actions_parse_and_render():
 @needs_browser
 def test_design_commands_expert_wins_every_task(run_cli, tmp_path):
     w, we = tmp_path / "W.parquet", tmp_path / "WE.jsonl"
-    code, out, err = run_cli("tasks", "make", "--env", "miniwob", "--suite",
-                             "click-button,click-link,enter-text", "--seeds", "1-3", "--split",
-                             "test", "--out", w, "--json")
-    assert code == 0, err
-    made = json.loads(out)
+    made, result = make_and_collect_expert(run_cli, "miniwob",
+                                           "click-button,click-link,enter-text", "1-3", w, we,
+                                           "--episodes-per-task", "1")
     assert made["count"] == 9 and made["env"] == "miniwob"
-    code, out, err = run_cli("collect", "--tasks", w, "--policy", "expert",
-                             "--episodes-per-task", "1", "--out", we, "--json")
-    assert code == 0, err
-    result = json.loads(out)
     assert result["episodes"] == 9 and result["success_rate"] == 1.0
     steps = [s for _, _, episode_steps in read_episodes(we) for s in episode_steps]
     assert len(steps) >= 9

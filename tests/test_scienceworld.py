@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 
@@ -12,19 +11,15 @@ pytest.importorskip("scienceworld", reason="the `science` extra (scienceworld) i
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Java 17 is not installed")
 
 from dreamgym_cli.trajectories import read_episodes  # noqa: E402
+from tests.env_fixtures import make_and_collect_expert  # noqa: E402
 
 
 def test_tasks_make_and_gold_expert_win(run_cli, tmp_path):
     tasks, episodes = tmp_path / "S.parquet", tmp_path / "SE.jsonl"
-    code, out, err = run_cli("tasks", "make", "--env", "scienceworld", "--suite",
-                             "find-living-thing", "--seeds", "0", "--split", "test",
-                             "--out", tasks, "--json")
-    assert code == 0, err
-    assert json.loads(out)["count"] == 1
-    code, out, err = run_cli("collect", "--tasks", tasks, "--policy", "expert", "--workers", "1",
-                             "--out", episodes, "--json")
-    assert code == 0, err
-    assert json.loads(out)["success_rate"] == 1.0
+    made, collected = make_and_collect_expert(run_cli, "scienceworld", "find-living-thing", "0",
+                                              tasks, episodes, "--workers", "1")
+    assert made["count"] == 1
+    assert collected["success_rate"] == 1.0
     ((task, episode, steps),) = list(read_episodes(episodes))
     assert "living thing" in task["instruction"]
     assert episode["return"] == pytest.approx(1.0)  # score 0 -> 100, in hundredths
