@@ -3,12 +3,13 @@
     n = store.embed()                       # embed steps not yet embedded (incremental)
     hits = store.retrieve([{"instruction": ..., "state": ..., "action": ...}], k=5, env="textworld")
 
-Both take `keys` ("full", the default, or "parts"; see embed.py): how a transition becomes a
-vector. Embeddings live beside the steps as the extra table `embeddings` (content_hash, embedder,
-vector float32[384]), `embedder` naming the model and the keys (`embed.vectors_id`): one row per
-distinct transition content and embedder, so identical transitions recorded by two episodes share
-a vector. Each distinct text (full) or piece (parts) is encoded once per `embed` call, not once
-per chunk: a cache of up to CACHE_TEXTS encodings spans the call's chunks. The index over them
+Both take `keys` ("full", the default, "parts" or "full-bf16"; see embed.py): how a transition
+becomes a vector. Embeddings live beside the steps as the extra table `embeddings`
+(content_hash, embedder, vector float32[384]), `embedder` naming the model and the keys
+(`embed.vectors_id`): one row per distinct transition content and embedder, so identical
+transitions recorded by two episodes share a vector. Each distinct text (full, full-bf16) or
+piece (parts) is encoded once per `embed` call, not once per chunk: a cache of up to CACHE_TEXTS
+encodings spans the call's chunks. The index over them
 lives in `S/index/<embedder slug>/`: a `VectorIndex` (see index.py) whose ids are positions in
 `keys.npy`, the content hashes in the order the embeddings table holds them. The index is valid
 while its keys are a prefix of that order; it is then extended with the rest, otherwise rebuilt.
@@ -115,20 +116,22 @@ def _embed_in_chunks(store, encoder: "TransitionEncoder", pending: pa.Table,
 
 
 class TransitionEncoder:
-    """(instruction, state, action) columns -> unit vectors by `keys`, each distinct text (full)
-    or piece (parts) encoded once; encodings are remembered across calls, up to CACHE_TEXTS."""
+    """(instruction, state, action) columns -> unit vectors by `keys`, each distinct text (full,
+    full-bf16) or piece (parts) encoded once; encodings are remembered across calls, up to
+    CACHE_TEXTS."""
 
     def __init__(self, embedder: Embedder, keys: str = DEFAULT_KEYS, batch_size: int = 64):
         self.embedder, self.keys, self.batch_size = embedder, keys, batch_size
         self.vectors_id = vectors_id(keys, embedder.embedder_id)
-        self.pieces = 1 if keys == "full" else len(transition_parts("", "", ""))  # texts per row
+        self.precision = "bfloat16" if keys == "full-bf16" else "float32"
+        self.pieces = len(transition_parts("", "", "")) if keys == "parts" else 1  # texts per row
         self._cache: dict[str, tuple[np.ndarray, float]] = {}  # text -> (token sum, count)
 
     def encode(self, instructions: Sequence[str | None], states: Sequence[str | None],
                actions: Sequence[str | None], on_batch=None) -> np.ndarray:
         """Unit vectors float32 [n, 384]; `on_batch(n)` after each batch of n texts encoded."""
         rows = list(zip(instructions, states, actions))
-        if self.keys == "full":
+        if self.keys != "parts":
             sums, counts = self._sums([transition_text(*r) for r in rows], on_batch)
             return unit_rows(sums / np.maximum(counts, 1e-9)[:, None])
         total = np.zeros((len(rows), DIM), np.float32)
@@ -145,7 +148,7 @@ class TransitionEncoder:
         new = [t for t in index if t not in found]
         if new:
             sums, counts = self.embedder.encode_sums(new, batch_size=self.batch_size,
-                                                     on_batch=on_batch)
+                                                     on_batch=on_batch, precision=self.precision)
             found.update(zip(new, zip(sums, counts.tolist())))
             if len(self._cache) + len(new) > CACHE_TEXTS:
                 self._cache.clear()  # bounded memory: a text seen again later is encoded again
