@@ -356,6 +356,7 @@ def eval_em(
     multistep: Optional[bool] = typer.Option(None, "--multistep/--no-multistep",
                                              help=_help(_EVAL_EM, "multistep")),
     max_retries: Optional[int] = typer.Option(None, help=_help(_EVAL_EM, "max_retries")),
+    retrieval_keys: Optional[str] = typer.Option(None, help=_help(_EVAL_EM, "retrieval_keys")),
     config: Optional[Path] = CONFIG_OPT,
     force: bool = _force(_EVAL_EM),
     as_json: bool = JSON_OPT,
@@ -367,7 +368,8 @@ def eval_em(
 
     c = cfg.build(stage.EvalEMConfig, config, em=em, episodes=episodes, out=out_path,
                   store=store, batch_size=batch_size, max_episodes=max_episodes,
-                  multistep=multistep, max_retries=max_retries, force=force or None)
+                  multistep=multistep, max_retries=max_retries,
+                  retrieval_keys=retrieval_keys, force=force or None)
     with step_progress("eval-em") as update:
         result = stage.run(c, progress=update)
     emit(result, as_json, stage.render)

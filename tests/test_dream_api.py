@@ -167,3 +167,24 @@ def test_the_cache_keeps_apart_what_the_prompt_keeps_apart_and_is_bounded(em_dir
     assert synthetic.cache_size == 0  # the store it retrieves from grows as it runs
     for e in (env, sampling, synthetic):
         e.close()
+
+
+def test_retrieval_keys_choose_the_store_embeddings_searched(em_dir, tmp_path):
+    import dataclasses
+
+    from dreamgym_cli.envs.dream import DreamEnv, TransitionQuery, read_em_settings
+    from dreamgym_cli.store import ReplayStore
+    from dreamgym_cli.store.embed import vectors_id
+    from tests.test_retrieval import append, episode
+
+    with pytest.raises(InputError, match="did you mean 'full-bf16'"):
+        DreamEnv(em_dir, retrieval_keys="full-bf")
+    store = ReplayStore.open(tmp_path / "S", create=True)
+    append(store, [episode(i) for i in range(2)])
+    settings = dataclasses.replace(read_em_settings(em_dir), retrieval_k=1)
+    env = DreamEnv(em_dir, store=store, settings=settings, max_retries=0,
+                   retrieval_keys="full-bf16")
+    env.predict([TransitionQuery(task=tasks(1)[0], state=STATE, action="look")])
+    env.close()
+    embedded = set(store.read_table("embeddings").column("embedder").to_pylist())
+    assert embedded == {vectors_id("full-bf16")}  # today's vectors were never made

@@ -151,6 +151,16 @@ def cut_prompt(ids: list[int], settings) -> list[int]:
     return ids[-room:] if len(ids) > room else ids
 
 
+class _KeyedRetrieval:
+    """A store's `retrieve` with the embedding keys fixed (for `retrieve_grouped`)."""
+
+    def __init__(self, store, keys: str):
+        self.store, self.keys = store, keys
+
+    def retrieve(self, queries, k: int = 5, **kw):
+        return self.store.retrieve(queries, k, keys=self.keys, **kw)
+
+
 class DreamEnv:
     """Experience-model env over a batch of episodes."""
 
@@ -160,11 +170,12 @@ class DreamEnv:
                  write_to_store: bool = False, policy_name: str = "policy", seed: int | None = None,
                  model=None, tokenizer=None, retrieve_synthetic: bool = False,
                  settings: EMSettings | None = None, max_new_tokens: int | None = None,
-                 cache_size: int = 65_536):
+                 cache_size: int = 65_536, retrieval_keys: str = "full"):
         """`model`/`tokenizer` (and `settings`) already loaded from `em_dir` are shared, not
         loaded again (serve: one model for every session); `max_new_tokens` overrides the
         model's setting; `cache_size`: transitions remembered for identical queries (used only
-        where a query determines its transition; 0: never)."""
+        where a query determines its transition; 0: never); `retrieval_keys`: the store's
+        embedding keys retrieval searches (`store.embed.KEYS`; "full", the store's default)."""
         from dreamgym_cli.llm.generate import open_backend
 
         self.em_dir = Path(em_dir)
@@ -172,6 +183,10 @@ class DreamEnv:
         if max_new_tokens is not None:
             self.settings = dataclasses.replace(self.settings, max_new_tokens=max_new_tokens)
         self.store = self._open_store(store)
+        from dreamgym_cli.store.embed import vectors_id
+
+        vectors_id(retrieval_keys)  # an unknown name fails here, naming the valid ones
+        self.retrieval_keys = retrieval_keys
         if model is None:
             _, model, tokenizer = open_experience_model(self.em_dir, settings=self.settings)
         self.tokenizer = tokenizer
@@ -343,7 +358,9 @@ class DreamEnv:
                        for s, a in zip(slots, actions)]
             from dreamgym_cli.experience.examples import retrieve_grouped
 
-            retrieved = retrieve_grouped(self.store, queries, [s.exclude for s in slots], k,
+            store = (self.store if self.retrieval_keys == "full"
+                     else _KeyedRetrieval(self.store, self.retrieval_keys))
+            retrieved = retrieve_grouped(store, queries, [s.exclude for s in slots], k,
                                          self.retrieval_sources)
         count = lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         out = []

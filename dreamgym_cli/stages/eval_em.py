@@ -39,6 +39,8 @@ class EvalEMConfig:
     max_retries: int = option(2, help="Regenerations of an unparseable completion.")
     multistep: bool = option(True, help="Also replay whole episodes in the dream env.")
     seed: int = option(0, help="Seed for retries' sampling.")
+    retrieval_keys: str = option("full", help="Embedding keys retrieval searches: full (the "
+                                 "store's default), parts or full-bf16.")
     force: bool = option(False, help="Re-evaluate even if the report is up to date.")
 
     def __post_init__(self):
@@ -97,7 +99,7 @@ def run(config: EvalEMConfig, progress=None) -> dict[str, Any]:
         from dreamgym_cli.envs.dream import DreamEnv
 
         env = DreamEnv(config.em, store=config.store, max_retries=config.max_retries,
-                       seed=config.seed)
+                       seed=config.seed, retrieval_keys=config.retrieval_keys)
         try:
             rows = _single_step(env, episodes, config.batch_size, progress)
             multi = _multi_step(env, episodes, config.batch_size) if config.multistep else []
