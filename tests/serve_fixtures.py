@@ -22,6 +22,16 @@ from tests.vllm_server import free_port  # noqa: F401  (also used by the serve t
 READY_SECONDS = 120  # the dream env loads a model; 2 busy cores can be slow
 
 
+def run_threads(threads: list, timeout: float, hint: str) -> None:
+    """Start `threads` and join each; fail naming one still running after `timeout` s and why
+    that could be (`hint`)."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), f"{t.name} still running after {timeout:g} s ({hint})"
+
+
 @contextlib.contextmanager
 def running_server(args: list[str], logdir: Path) -> Iterator[str]:
     """`dreamgym serve ARGS --port P` in a subprocess; yields its base URL."""

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.serve_fixtures import free_port, running_server
+from tests.serve_fixtures import free_port, run_threads, running_server
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
 
 
@@ -158,12 +158,7 @@ def test_parallel_requests_on_separate_sessions(tw_url, tw_simple_tasks):  # noq
         except BaseException as e:  # noqa: BLE001 — reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=play) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-        assert not t.is_alive(), f"{t.name} still running after 60 s (a session blocked?)"
+    run_threads([threading.Thread(target=play) for _ in range(3)], 60, "a session blocked?")
     assert not errors, errors
     assert played == [len(expected)] * 3, played  # every thread played the whole game
 

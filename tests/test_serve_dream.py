@@ -19,7 +19,7 @@ import requests
 from dreamgym_cli.envs.agentgym import make_tasks
 from dreamgym_cli.envs.registry import make_env
 from tests.serve_fixtures import (CLIENTS, BabyAIClient, TextCraftClient, agent_text,
-                                  agentgym_rl_rollout, running_server)
+                                  agentgym_rl_rollout, run_threads, running_server)
 from tests.test_agentgym import expert_run_start
 from tests.test_serve import ContractClient
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
@@ -85,11 +85,7 @@ def test_two_dream_sessions_are_independent(dream_url, tw_simple_tasks):  # noqa
     c = ContractClient(url, dialect=dialect)
     c.reset(1)
     both = [threading.Thread(target=step, args=(x,)) for x in (b, c)]  # generation serialized
-    for t in both:
-        t.start()
-    for t in both:
-        t.join(120)
-        assert not t.is_alive(), f"{t.name} still running after 120 s (generation deadlocked?)"
+    run_threads(both, 120, "generation deadlocked?")
     assert not errors, errors
     assert len(stepped) == 2 and all(isinstance(s, str) and s for s in stepped), stepped
     for x in (a, b, c):
