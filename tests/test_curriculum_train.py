@@ -12,6 +12,7 @@ from dreamgym_cli.curriculum.sampler import CurriculumSampler, CurriculumSetting
 from dreamgym_cli.rl.rollout import EpisodeRollout, Turn
 from dreamgym_cli.schema import Task
 from tests.agent_fixtures import agent_workdir, em_dir, one_thread, sft_policy  # noqa: F401
+from tests.agent_fixtures import train_tiny_rl
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
 
 INSTRUCTIONS = ["go to the red ball", "open the yellow door", "pick up the purple box",
@@ -176,11 +177,9 @@ def _lines(policy_dir):
 @pytest.mark.parametrize("flag", ["--curriculum", "--no-curriculum"])
 def test_cli_grpo_in_dream_reports_the_curriculum(run_cli, em_dir, sft_policy, tw_simple_file,
                                                   tmp_path, flag):  # noqa: F811
-    code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
-                             f"dream:{em_dir}", "--tasks", tw_simple_file, "--iterations", "2",
-                             "--group-size", "2", "--batch-tasks", "2",
-                             "--max-steps-per-episode", "2", flag, "--lambda", "0.5",
-                             "--no-enrich", "--out", tmp_path / "P", "--json")
+    code, out, err = train_tiny_rl(run_cli, sft_policy, f"dream:{em_dir}", tw_simple_file,
+                                   tmp_path / "P", "--iterations", "2", "--batch-tasks", "2",
+                                   flag, "--lambda", "0.5", "--no-enrich", "--json")
     assert code == 0, err
     result = json.loads(out)
     lines = _lines(tmp_path / "P")
@@ -210,11 +209,9 @@ def test_cli_grpo_in_dream_reports_the_curriculum(run_cli, em_dir, sft_policy, t
 
 def test_cli_real_env_turns_the_curriculum_off_and_says_so(run_cli, sft_policy, tw_simple_file,
                                                            tmp_path):  # noqa: F811
-    code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
-                             "textworld", "--tasks", tw_simple_file, "--iterations", "1",
-                             "--group-size", "2", "--batch-tasks", "1",
-                             "--max-steps-per-episode", "2", "--workers", "0", "--out",
-                             tmp_path / "P", "--json")
+    code, out, err = train_tiny_rl(run_cli, sft_policy, "textworld", tw_simple_file,
+                                   tmp_path / "P", "--iterations", "1", "--batch-tasks", "1",
+                                   "--workers", "0", "--json")
     assert code == 0, err
     assert "curriculum off: real env" in " ".join(err.split())
     assert json.loads(out)["curriculum"].startswith("off: real env")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agent_fixtures import annotated_store, train_tiny_em
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
 
 
@@ -22,20 +23,12 @@ def em_workdir(tmp_path_factory, tw_simple_file) -> Path:  # noqa: F811
                  "--out", str(d / "E.jsonl")]) == 0
     assert main(["collect", "--tasks", str(tw_simple_file), "--policy", "expert",
                  "--episodes-per-task", "1", "--out", str(d / "H.jsonl")]) == 0
-    assert main(["ingest", str(d / "E.jsonl"), "--store", str(d / "S")]) == 0
-    assert main(["annotate", "--store", str(d / "S")]) == 0
-    return d
+    return annotated_store(d, "E.jsonl")
 
 
 @pytest.fixture(scope="module")
 def em_dir(em_workdir) -> Path:
-    from dreamgym_cli.cli import main
-
-    out = em_workdir / "EM"
-    assert main(["train-em", "--store", str(em_workdir / "S"), "--base", "tiny:1m",
-                 "--max-steps", "3", "--batch-size", "4", "--max-length", "512",
-                 "--out", str(out)]) == 0
-    return out
+    return train_tiny_em(em_workdir, "--max-steps", "3", "--batch-size", "4")
 
 
 def test_annotate_fills_every_real_transition_once(em_workdir, run_cli):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.agent_fixtures import agent_workdir, one_thread, sft_policy  # noqa: F401
+from tests.agent_fixtures import train_tiny_rl
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
 
 
@@ -182,12 +183,10 @@ def test_dream_retrieval_returns_real_transitions_unless_asked(agent_workdir, tm
 
 def test_validation_success_is_logged_before_training_and_every_k_iterations(
         run_cli, sft_policy, tw_simple_file, tmp_path):  # noqa: F811
-    code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
-                             "textworld", "--tasks", tw_simple_file, "--iterations", "3",
-                             "--group-size", "2", "--batch-tasks", "1",
-                             "--max-steps-per-episode", "2", "--workers", "0",
-                             "--eval-tasks", tw_simple_file, "--eval-every", "2",
-                             "--eval-turns", "3", "--out", tmp_path / "P", "--json")
+    code, out, err = train_tiny_rl(run_cli, sft_policy, "textworld", tw_simple_file,
+                                   tmp_path / "P", "--iterations", "3", "--batch-tasks", "1",
+                                   "--workers", "0", "--eval-tasks", tw_simple_file,
+                                   "--eval-every", "2", "--eval-turns", "3", "--json")
     assert code == 0, err
     assert json.loads(out)["iterations_run"] == 3  # validation lines are not iterations
     lines = [json.loads(x) for x in (tmp_path / "P" / "metrics.jsonl").read_text().splitlines()]

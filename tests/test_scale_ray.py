@@ -173,6 +173,7 @@ def test_a_job_is_run_again_once_however_slow_its_actor_restarts(local_ray):
 # ---- the stages through the real CLI -----------------------------------------------------------
 
 from tests.agent_fixtures import agent_workdir, em_dir, sft_policy  # noqa: E402, F401
+from tests.agent_fixtures import train_tiny_rl  # noqa: E402
 
 ROLLOUT_KEYS = ("rollout/episodes", "rollout/turns", "rollout/success_rate",
                 "rollout/return_mean", "rollout/completion_tokens", "rollout/format_error_rate")
@@ -183,11 +184,9 @@ def test_train_agent_on_ray_workers_trains_like_in_process(local_ray, run_cli, s
     import json
 
     def train(out, *extra):
-        code, _, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
-                               "textworld", "--tasks", tw_simple_file, "--iterations", "2",
-                               "--group-size", "2", "--batch-tasks", "2",
-                               "--max-steps-per-episode", "2", "--max-real-steps", "40",
-                               "--out", out, "--json", *extra)
+        code, _, err = train_tiny_rl(run_cli, sft_policy, "textworld", tw_simple_file, out,
+                                     "--iterations", "2", "--batch-tasks", "2",
+                                     "--max-real-steps", "40", "--json", *extra)
         assert code == 0, err
         return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 

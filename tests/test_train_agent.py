@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.agent_fixtures import agent_workdir, em_dir, one_thread, sft_policy  # noqa: F401
+from tests.agent_fixtures import train_tiny_rl
 from tests.tw_fixtures import tw_games, tw_simple_file, tw_simple_tasks  # noqa: F401
 
 
@@ -169,6 +170,14 @@ def test_resume_continues_from_the_checkpoint(sft_policy, tw_simple_tasks, tmp_p
     assert any(not torch.equal(weights[k], v) for k, v in learner2.model.state_dict().items())
 
 
+def _store_copy(agent_workdir, tmp_path):
+    """A copy of the agent tests' store that a test may write to."""
+    import shutil
+
+    shutil.copytree(agent_workdir / "S", tmp_path / "S")
+    return tmp_path / "S"
+
+
 def _count(store_dir, source):
     from dreamgym_cli.store import ReplayStore
 
@@ -178,16 +187,11 @@ def _count(store_dir, source):
 
 def test_design_chain_sft_grpo_in_dream_then_eval(run_cli, agent_workdir, em_dir, sft_policy,
                                                   tw_simple_file, tmp_path):  # noqa: F811
-    import shutil
-
-    store = tmp_path / "S"
-    shutil.copytree(agent_workdir / "S", store)
+    store = _store_copy(agent_workdir, tmp_path)
     before = _count(store, "synthetic")
-    code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
-                             f"dream:{em_dir}", "--tasks", tw_simple_file, "--store", store,
-                             "--iterations", "1", "--group-size", "2", "--batch-tasks", "2",
-                             "--max-steps-per-episode", "2", "--mini-batches", "1", "--out",
-                             tmp_path / "P1", "--json")
+    code, out, err = train_tiny_rl(run_cli, sft_policy, f"dream:{em_dir}", tw_simple_file,
+                                   tmp_path / "P1", "--store", store, "--iterations", "1",
+                                   "--batch-tasks", "2", "--mini-batches", "1", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["iterations_run"] == 1 and result["real_steps_used"] == 0
@@ -212,16 +216,11 @@ def test_design_chain_sft_grpo_in_dream_then_eval(run_cli, agent_workdir, em_dir
 
 def test_no_enrich_leaves_the_store_alone(run_cli, agent_workdir, em_dir, sft_policy,
                                           tw_simple_file, tmp_path):  # noqa: F811
-    import shutil
-
-    store = tmp_path / "S"
-    shutil.copytree(agent_workdir / "S", store)
+    store = _store_copy(agent_workdir, tmp_path)
     before = _count(store, "synthetic")
-    code, out, err = run_cli("train-agent", "--algo", "ppo", "--init", sft_policy, "--env",
-                             f"dream:{em_dir}", "--tasks", tw_simple_file, "--store", store,
-                             "--iterations", "1", "--group-size", "2", "--batch-tasks", "1",
-                             "--max-steps-per-episode", "2", "--no-enrich", "--out",
-                             tmp_path / "P2", "--json")
+    code, out, err = train_tiny_rl(run_cli, sft_policy, f"dream:{em_dir}", tw_simple_file,
+                                   tmp_path / "P2", "--store", store, "--iterations", "1",
+                                   "--batch-tasks", "1", "--no-enrich", "--json", algo="ppo")
     assert code == 0, err
     assert _count(store, "synthetic") == before
     assert (tmp_path / "P2" / "value_head.safetensors").is_file()
@@ -231,11 +230,9 @@ def test_sim_to_real_stops_at_the_real_step_budget(run_cli, sft_policy, tw_simpl
                                                    tmp_path):  # noqa: F811
     from dreamgym_cli.artifacts import read_manifest
 
-    code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
-                             "textworld", "--tasks", tw_simple_file, "--max-real-steps", "11",
-                             "--group-size", "2", "--batch-tasks", "2",
-                             "--max-steps-per-episode", "2", "--workers", "0", "--out",
-                             tmp_path / "P3", "--json")
+    code, out, err = train_tiny_rl(run_cli, sft_policy, "textworld", tw_simple_file,
+                                   tmp_path / "P3", "--max-real-steps", "11", "--batch-tasks",
+                                   "2", "--workers", "0", "--json")
     assert code == 0, err
     metrics = read_manifest(tmp_path / "P3")["metrics"]
     # A group of 2 episodes of up to 2 turns reserves 4 steps: 2 groups fit in 11, then the 3
@@ -250,10 +247,8 @@ def test_sim_to_real_stops_at_the_real_step_budget(run_cli, sft_policy, tw_simpl
 
 def test_sim_to_real_budget_below_one_group_is_refused(run_cli, sft_policy, tw_simple_file,
                                                         tmp_path):  # noqa: F811
-    code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
-                             "textworld", "--tasks", tw_simple_file, "--max-real-steps", "3",
-                             "--group-size", "2", "--max-steps-per-episode", "2",
-                             "--workers", "0", "--out", tmp_path / "P4")
+    code, out, err = train_tiny_rl(run_cli, sft_policy, "textworld", tw_simple_file,
+                                   tmp_path / "P4", "--max-real-steps", "3", "--workers", "0")
     assert code == 2 and "max_real_steps" in err and "one group" in " ".join(err.split())
     assert not (tmp_path / "P4").exists()
 
