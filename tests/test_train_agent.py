@@ -170,12 +170,19 @@ def test_resume_continues_from_the_checkpoint(sft_policy, tw_simple_tasks, tmp_p
     assert any(not torch.equal(weights[k], v) for k, v in learner2.model.state_dict().items())
 
 
-def _store_copy(agent_workdir, tmp_path):
-    """A copy of the agent tests' store that a test may write to."""
+def _dream_rl_on_a_store_copy(run_cli, agent_workdir, em_dir, sft_policy, tasks, out, *extra,
+                              algo="grpo"):
+    """One RL iteration in the dream env that writes to a copy of the agent tests' store (beside
+    `out`): (synthetic episodes the store gained, code, stdout, stderr)."""
     import shutil
 
-    shutil.copytree(agent_workdir / "S", tmp_path / "S")
-    return tmp_path / "S"
+    store = out.parent / "S"
+    shutil.copytree(agent_workdir / "S", store)
+    before = _count(store, "synthetic")
+    code, stdout, stderr = train_tiny_rl(run_cli, sft_policy, f"dream:{em_dir}", tasks, out,
+                                         "--store", store, "--iterations", "1", *extra, "--json",
+                                         algo=algo)
+    return _count(store, "synthetic") - before, code, stdout, stderr
 
 
 def _count(store_dir, source):
@@ -187,17 +194,14 @@ def _count(store_dir, source):
 
 def test_design_chain_sft_grpo_in_dream_then_eval(run_cli, agent_workdir, em_dir, sft_policy,
                                                   tw_simple_file, tmp_path):  # noqa: F811
-    store = _store_copy(agent_workdir, tmp_path)
-    before = _count(store, "synthetic")
-    code, out, err = train_tiny_rl(run_cli, sft_policy, f"dream:{em_dir}", tw_simple_file,
-                                   tmp_path / "P1", "--store", store, "--iterations", "1",
-                                   "--batch-tasks", "2", "--mini-batches", "1", "--json")
+    added, code, out, err = _dream_rl_on_a_store_copy(
+        run_cli, agent_workdir, em_dir, sft_policy, tw_simple_file, tmp_path / "P1",
+        "--batch-tasks", "2", "--mini-batches", "1")
     assert code == 0, err
     result = json.loads(out)
     assert result["iterations_run"] == 1 and result["real_steps_used"] == 0
     assert result["train/updates"] == 1  # one mini-batch: the KL is measured before any step
     assert result["train/kl"] == pytest.approx(0.0, abs=1e-6)
-    added = _count(store, "synthetic") - before
     assert added == result["store/episodes_added"] == 4  # enrichment: every dream episode
     policy = json.loads((tmp_path / "P1" / "policy.json").read_text())
     assert policy["made_by"]["algo"] == "grpo" and policy["max_new_tokens"] == 16
@@ -216,13 +220,11 @@ def test_design_chain_sft_grpo_in_dream_then_eval(run_cli, agent_workdir, em_dir
 
 def test_no_enrich_leaves_the_store_alone(run_cli, agent_workdir, em_dir, sft_policy,
                                           tw_simple_file, tmp_path):  # noqa: F811
-    store = _store_copy(agent_workdir, tmp_path)
-    before = _count(store, "synthetic")
-    code, out, err = train_tiny_rl(run_cli, sft_policy, f"dream:{em_dir}", tw_simple_file,
-                                   tmp_path / "P2", "--store", store, "--iterations", "1",
-                                   "--batch-tasks", "1", "--no-enrich", "--json", algo="ppo")
+    added, code, out, err = _dream_rl_on_a_store_copy(
+        run_cli, agent_workdir, em_dir, sft_policy, tw_simple_file, tmp_path / "P2",
+        "--batch-tasks", "1", "--no-enrich", algo="ppo")
     assert code == 0, err
-    assert _count(store, "synthetic") == before
+    assert added == 0
     assert (tmp_path / "P2" / "value_head.safetensors").is_file()
 
 
