@@ -329,6 +329,8 @@ def validate_task(rec: Any, where: str = "") -> dict[str, Any]:
     """A Task row (spec as JSON text) from a dict; raises InputError naming the bad field."""
     rec = _require_dict(rec, where.rstrip(".") or "task")
     spec = _get(rec, "spec", where, required=False, default={})
+    if spec is None:  # null is no spec, like every optional field set to null
+        spec = {}
     if isinstance(spec, str):
         try:
             spec = json.loads(spec)

@@ -178,6 +178,18 @@ def test_an_episode_id_repeated_in_a_later_block_is_declined(tmp_path, monkeypat
     assert code == 2 and f"{path}:39" in err and "duplicate episode_id" in err
 
 
+def test_a_null_spec_is_an_empty_spec_on_both_paths(tmp_path):
+    """`"spec": null` means no spec, like any optional field set to null: both readers store
+    the task with spec {} (the per-record reader used to refuse what the fast path stored)."""
+    eps = [synthetic.episode_object(i, 3) for i in range(3)]
+    eps[1]["task"]["spec"] = None
+    path = tmp_path / "E.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in eps))
+    fast, slow = _fast(path), _per_record(path)
+    assert fast == slow
+    assert [t["spec"] for t in slow[2] if t["task_id"] == eps[1]["task"]["task_id"]] == ["{}"]
+
+
 def test_a_null_in_admissible_is_declined(tmp_path):
     eps = [synthetic.episode_object(i, 3) for i in range(3)]
     eps[1]["steps"][0]["admissible"] = ["look", None]
