@@ -78,8 +78,8 @@ def test_exported_model_is_untied_with_the_policy_logits(tmp_path):
         assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-5)
 
 
-def test_unreachable_rollout_server_is_refused_before_training(run_cli, sft_policy,  # noqa: F811
-                                                               tw_simple_file, tmp_path):  # noqa: F811
+def test_unreachable_rollout_server_is_refused_before_training(  # noqa: F811
+        run_cli, sft_policy, tw_simple_file, tmp_path):  # noqa: F811
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     code, out, err = run_cli("train-agent", "--algo", "grpo", "--init", sft_policy, "--env",
                              "textworld", "--tasks", tw_simple_file, "--rollout-server", url,
