@@ -76,17 +76,46 @@ def _typed(hint: Any, value: Any) -> Any:
     return value
 
 
-def build(cls: type[C], file: str | Path | None = None, **overrides: Any) -> C:
-    """cls from file values, then CLI overrides (None means 'not given on the command line')."""
+def file_values(cls: type, file: str | Path) -> dict[str, Any]:
+    """The field values a config file sets for `cls`, by field name.
+
+    A class with `SECTIONS = {"rl": ("lr", ...), ...}` also takes those fields nested under their
+    section (`rl: {lr: 1e-5}`), as verl and TRL configs group them; a field given twice (flat
+    and nested) or a key outside its section is an error naming it (`rl.grup_size`)."""
     names = {f.name for f in dataclasses.fields(cls)}
+    sections: dict[str, tuple[str, ...]] = getattr(cls, "SECTIONS", {})
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    if file is not None:
-        hints = typing.get_type_hints(cls)
-        for key, value in read_config_file(file).items():
-            if key not in names:
-                raise InputError(f"unknown option '{key}'{did_you_mean(key, names)}",
-                                 file=file, field=key)
-            values[key] = _typed(hints.get(key), value)
+    for key, value in read_config_file(file).items():
+        if key in sections and isinstance(value, dict):
+            members = sections[key]
+            for sub, sub_value in value.items():
+                name = str(sub).replace("-", "_")
+                name = name if name in members or name + "_" not in members else name + "_"
+                if name not in members:
+                    raise InputError(f"unknown option '{key}.{sub}' (section '{key}' holds "
+                                     f"{', '.join(members)}){did_you_mean(name, members)}",
+                                     file=file, field=f"{key}.{sub}")
+                if name in values:
+                    raise InputError(f"'{name}' is set twice (flat and under '{key}')",
+                                     file=file, field=f"{key}.{sub}")
+                values[name] = _typed(hints.get(name), sub_value)
+            continue
+        if key not in names:
+            raise InputError(f"unknown option '{key}'{did_you_mean(key, names)}",
+                             file=file, field=key)
+        if key in values:
+            raise InputError(f"'{key}' is set twice (flat and in a section)", file=file,
+                             field=key)
+        values[key] = _typed(hints.get(key), value)
+    return values
+
+
+def build(cls: type[C], file: str | Path | None = None, **overrides: Any) -> C:
+    """cls from file values (`file_values`), then CLI overrides (None means 'not given on the
+    command line')."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {} if file is None else file_values(cls, file)
     for key, value in overrides.items():
         if key not in names:
             raise TypeError(f"{cls.__name__} has no field {key!r}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from test_ingest import episodes_file  # noqa: F401  (fixture: canonical episodes)
 from tw_fixtures import tw_games  # noqa: F401  (fixture)
 
@@ -89,3 +91,41 @@ def test_a_config_file_sets_options_that_have_defaults(tmp_path, run_cli, tw_gam
     assert code == 0, err
     episodes = list(read_episodes(tmp_path / "E2.jsonl"))
     assert len(episodes) == 2 and {e.episode["policy"] for e in episodes} == {"expert"}
+
+
+def test_train_agent_file_nests_keys_by_concern(tmp_path):
+    """`rl:`, `sft:`, `rollout:`, `curriculum:` sections set the same fields as flat keys (the
+    manifest stays flat); the `curriculum` flag keeps its flat boolean form."""
+    from dreamgym_cli.config import to_dict
+    from dreamgym_cli.stages.train_agent import TrainAgentConfig
+
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("algo: grpo\nbase: tiny:1m\ntasks: T.parquet\nout: P\n"
+                      "rl: {group-size: 8, lr: 1.0e-5, kl_coef: 0.0}\n"
+                      "rollout: {temperature: 0.7, rollout_sync_dir: W}\n"
+                      "curriculum: {lambda: 0.5, candidates: 2}\n"
+                      "sft: {batch_size: 4}\n")
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("algo: grpo\nbase: tiny:1m\ntasks: T.parquet\nout: P\ngroup_size: 8\n"
+                    "lr: 1.0e-5\nkl_coef: 0.0\ntemperature: 0.7\nrollout_sync_dir: W\n"
+                    "lambda_: 0.5\ncandidates: 2\nbatch_size: 4\ncurriculum: false\n")
+    a, b = build(TrainAgentConfig, nested), build(TrainAgentConfig, flat)
+    assert a.group_size == 8 and a.lambda_ == 0.5 and a.rollout_sync_dir == Path("W")
+    assert to_dict(a) == {**to_dict(b), "curriculum": True}  # b turns the curriculum off
+    assert build(TrainAgentConfig, nested, group_size=2).group_size == 2  # a flag still wins
+
+
+def test_a_key_outside_its_section_or_set_twice_is_named(tmp_path, run_cli):
+    from dreamgym_cli.errors import InputError
+    from dreamgym_cli.stages.train_agent import TrainAgentConfig
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: tiny:1m\ntasks: T\nout: P\nrl: {grup_size: 8}\n")
+    with pytest.raises(InputError) as refused:
+        build(TrainAgentConfig, bad)
+    assert refused.value.field == "rl.grup_size"
+    assert "did you mean 'group_size'" in str(refused.value)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("base: tiny:1m\ntasks: T\nout: P\nlr: 0.1\nrl: {lr: 0.2}\n")
+    code, out, err = run_cli("train-agent", "--config", twice, "--out", tmp_path / "P")
+    assert code == 2 and "'lr' is set twice" in " ".join(err.split()) and "rl.lr" in err

@@ -50,8 +50,26 @@ CURRICULUM_FIELDS = ("seeds_per_round", "candidates", "zero_variance_weight", "a
 POLICY_FIELDS = ("think", "history_budget_tokens", "max_new_tokens")  # None: the init policy's
 
 
+# The concerns a config file may nest its keys under (`rl: {group_size: 8}`); flags, manifests
+# and flat files name the same fields directly.
+FILE_SECTIONS = {
+    "sft": ("max_steps", "epochs", "batch_size", "sft_data", "sft_all"),
+    "rl": ("group_size", "batch_tasks", "lr", "kl_coef", "kl_estimator", "clip_eps", "ppo_epochs",
+           "mini_batches", "warmup_steps", "micro_batch_turns", "entropy_coef", "value_coef",
+           "value_lr", "value_detach", "gamma", "lam", "outcome", "invalid_penalty",
+           "checkpoint_every"),
+    "rollout": ("max_steps_per_episode", "max_real_steps", "max_new_tokens",
+                "history_budget_tokens", "think", "temperature", "action_interface",
+                "rollout_server", "rollout_sync_dir"),
+    "curriculum": ("curriculum", "curriculum_every", "lambda_", "seeds_per_round", "candidates",
+                   "zero_variance_weight"),
+    "validation": ("eval_tasks", "eval_every", "eval_turns"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainAgentConfig:
+    SECTIONS = FILE_SECTIONS  # not a field: config.file_values reads it
     # -- the run: what to train, from what, on what
     algo: str = option("grpo", help="sft (behaviour cloning), grpo or ppo.")
     out: Path = option(None, help="Policy directory to write.")
