@@ -6,6 +6,9 @@
     .venv/bin/python bench/bench_ingest.py --sizes 100000,1000000 --modes jsonl,jsonl-per-record
     .venv/bin/python bench/bench_ingest.py --sizes "" --embed-compare 100000 \
         --embed-file real.jsonl                      # embedding paths + recall@10, real data
+    ... --embed-compare 100000 --embed-file real.jsonl --embed-keys full --save-reference ref.npy
+    ... --embed-compare 100000 --embed-file real.jsonl --embed-keys parts,full-bf16 \
+        --reference ref.npy                          # today's vectors from an earlier run
 
 Paths measured (each run in its own process, so peak memory is per run):
 - `arrow`: `ReplayStore.append_arrow` with ready Arrow batches of 50K transitions (the store's
@@ -24,8 +27,12 @@ the first N of a canonical JSONL file of real ones) and reports recall@10 agains
 - `store keys=full`: `retrieval.TransitionEncoder(keys="full")`, what `store.embed()` runs: each
   distinct text once (the same vectors, checked on the sample);
 - `store keys=parts`: task, action and state encoded apart, each distinct piece once, their
-  tokens pooled together (`embed.py`) — shorter and fewer encoder inputs, different vectors.
+  tokens pooled together (`embed.py`) — shorter and fewer encoder inputs, different vectors;
+- `store keys=full-bf16`: the full keys' distinct texts through the encoder in bfloat16.
 recall@10 is over `--recall-queries` random transitions as queries against all N, ties counted.
+Today's vectors for all N are the full keys' (the encoder takes ~30 min at 100K on 2 busy cores):
+`--save-reference` keeps them, `--reference` reads them back instead of running `full` (checked
+against today's path on the timed sample).
 
 Synthetic episodes have 10 transitions with ~200-character states. Prints a table; asserts
 nothing about time.
@@ -125,13 +132,16 @@ def embed_rows(n: int, path: Path | None) -> list[tuple[str, str, str]]:
 
 
 def embed_compare(rows: list[tuple[str, str, str]], sample: int, queries: int,
-                  chunks: int = 8) -> dict:
+                  chunks: int = 8, keys_paths: tuple[str, ...] = ("full", "parts", "full-bf16"),
+                  reference=None) -> dict:
     """Transitions/s of today's per-transition path and of the store's keys, recall@10 against
     today's vectors. Each keys path runs in `chunks` chunks of the rows (as `store.embed` runs in
     chunks, its cache spanning them); today's path is timed on a random sample of the rows, in
     slices run one before each chunk, so a change in the machine's load during the run weighs on
     both sides alike. Today's vectors for all rows are the full keys' (the same function of the
-    same text, checked on the sample)."""
+    same text, checked on the sample), or the first N rows of the `.npy` file `reference` (from
+    an earlier run on the same file), read once the timing is done (it may still be being
+    written when this starts)."""
     import numpy as np
 
     from dreamgym_cli.store.embed import get_embedder, transition_parts, transition_text
@@ -142,14 +152,14 @@ def embed_compare(rows: list[tuple[str, str, str]], sample: int, queries: int,
     texts = [transition_text(*r) for r in rows]
     rng = np.random.default_rng(0)
     sampled = np.sort(rng.choice(len(rows), min(sample, len(rows)), replace=False))
-    slices = iter(np.array_split(rng.permutation(sampled), 2 * chunks))
+    slices = iter(np.array_split(rng.permutation(sampled), len(keys_paths) * chunks))
     baseline: dict[int, np.ndarray] = {}
     base_seconds = 0.0
     out = {"rows": len(rows), "sample": len(sampled), "distinct_texts": len(set(texts)),
            "distinct_pieces": [len({transition_parts(*r)[k] for r in rows}) for k in range(3)],
            "paths": {}}
     vectors = {}
-    for keys in ("full", "parts"):
+    for keys in keys_paths:
         encoder, parts, seconds = TransitionEncoder(embedder, keys), [], 0.0
         for chunk in np.array_split(np.arange(len(rows)), chunks):
             some = next(slices)
@@ -163,13 +173,18 @@ def embed_compare(rows: list[tuple[str, str, str]], sample: int, queries: int,
         vectors[keys] = np.concatenate(parts)
         out["paths"][keys] = {"seconds": seconds}
     today = np.stack([baseline[i] for i in sampled.tolist()])
-    out["max_diff_full_vs_per_transition"] = float(np.abs(vectors["full"][sampled] - today).max())
+    reference = vectors["full"] if reference is None else np.load(reference)[:len(rows)]
+    if reference.shape != (len(rows), 384):
+        raise SystemExit(f"the reference holds {reference.shape}, expected ({len(rows)}, 384)")
+    out["max_diff_full_vs_per_transition"] = float(np.abs(reference[sampled] - today).max())
+    out["reference"] = vectors.get("full", reference)
     out["per_transition_rate"] = len(sampled) / base_seconds
     asked = np.sort(rng.choice(len(rows), min(queries, len(rows)), replace=False))
     for keys, v in vectors.items():
         path = out["paths"][keys]
         path["rate"] = len(rows) / path["seconds"]
-        path["recall@10"] = recall_at_10(vectors["full"], v, asked)
+        path["recall@10"] = recall_at_10(reference, v, asked)
+        path["min_cosine_to_today"] = float((v * reference).sum(1).min())
     return out
 
 
@@ -202,12 +217,13 @@ def print_embed_compare(r: dict, source: str) -> None:
     base = r["per_transition_rate"]
     table.add_row(f"per-transition (today's; timed on a random {r['sample']:,})",
                   f"{base:,.1f}", "1.0x", f"{r['rows']:,}", "1.000")
-    encoded = {"full": r["distinct_texts"], "parts": sum(r["distinct_pieces"])}
+    encoded = {"full": r["distinct_texts"], "full-bf16": r["distinct_texts"],
+               "parts": sum(r["distinct_pieces"])}
     for keys, p in r["paths"].items():
         table.add_row(f"store keys={keys}", f"{p['rate']:,.1f}", f"{p['rate'] / base:.1f}x",
                       f"{encoded[keys]:,}", f"{p['recall@10']:.3f}")
     Console().print(table)
-    print(f"max |full keys - per-transition| over the sample: "
+    print(f"max |reference (full keys) - per-transition| over the sample: "
           f"{r['max_diff_full_vs_per_transition']:.1e}")
 
 
@@ -227,6 +243,13 @@ def main() -> None:
                         help="time today's per-transition path on a random sample of S")
     parser.add_argument("--recall-queries", type=int, default=2000, metavar="Q",
                         help="recall@10 averaged over Q random transitions as queries")
+    parser.add_argument("--embed-keys", default="full,parts,full-bf16",
+                        help="the store keys paths --embed-compare times")
+    parser.add_argument("--reference", type=Path, metavar="NPY",
+                        help="today's vectors of the first N or more transitions of the same "
+                             "file (from --save-reference)")
+    parser.add_argument("--save-reference", type=Path, metavar="NPY",
+                        help="write today's vectors (the full keys') of the N transitions")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -234,7 +257,16 @@ def main() -> None:
         return
     if args.embed_compare:
         rows = embed_rows(args.embed_compare, args.embed_file)
-        result = embed_compare(rows, args.embed_sample, args.recall_queries)
+        import numpy as np
+
+        if args.reference is None and "full" not in args.embed_keys.split(","):
+            raise SystemExit("recall@10 needs today's vectors: time full or pass --reference")
+        result = embed_compare(rows, args.embed_sample, args.recall_queries,
+                               keys_paths=tuple(args.embed_keys.split(",")),
+                               reference=args.reference)
+        if args.save_reference:
+            np.save(args.save_reference, result["reference"])
+        del result["reference"]
         print_embed_compare(result, "real" if args.embed_file else "synthetic")
         print(json.dumps(result))
         if not args.sizes:
