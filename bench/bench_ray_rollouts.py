@@ -62,16 +62,15 @@ class TimedEnv:
         self.env, self.seconds = env, 0.0
 
     def reset_batch(self, tasks):
-        start = time.perf_counter()
-        try:
-            return self.env.reset_batch(tasks)
-        finally:
-            self.seconds += time.perf_counter() - start
+        return self._timed(self.env.reset_batch, tasks)
 
     def step_batch(self, actions):
+        return self._timed(self.env.step_batch, actions)
+
+    def _timed(self, call, argument):
         start = time.perf_counter()
         try:
-            return self.env.step_batch(actions)
+            return call(argument)
         finally:
             self.seconds += time.perf_counter() - start
 
