@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from dreamgym_cli.errors import InputError
-from dreamgym_cli.store import ReplayStore, retrieval
+from dreamgym_cli.store import retrieval
 from dreamgym_cli.store.embed import default_embedder_id, get_embedder, transition_text, vectors_id
-from tests.test_retrieval import append, as_query, episode
+from tests.test_retrieval import as_query, embedded_beside_full, episode
 
 TEXTS = [transition_text(e["task"]["instruction"], s["state"], s["action"])
          for e in (episode(i) for i in range(6)) for s in e["steps"]]
@@ -67,14 +67,7 @@ def test_transition_encoder_bf16_encodes_each_distinct_text_once(monkeypatch):
 
 
 def test_bf16_keys_embed_and_retrieve_beside_full(tmp_path):
-    store = ReplayStore.open(tmp_path / "S", create=True)
-    append(store, [episode(i) for i in range(3)])
-    assert store.embed(progress=False) == 12
-    assert store.embed(progress=False, keys="full-bf16") == 12
-    assert store.embed(progress=False, keys="full-bf16") == 0
-    table = store.read_table("embeddings")
-    assert sorted(set(table.column("embedder").to_pylist())) == sorted(
-        [vectors_id("full"), vectors_id("full-bf16")])  # never mixed: each under its own id
+    store = embedded_beside_full(tmp_path, "full-bf16")
     query = [as_query(episode(1), 2)]
     top = store.retrieve(query, k=3, keys="full-bf16")[0]
     today = store.retrieve(query, k=3)[0]

@@ -174,17 +174,26 @@ def test_transition_encoder_parts_pool_each_piece_once(monkeypatch):
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
 
 
+def embedded_beside_full(directory, keys: str):
+    """A store of 3 episodes embedded with the full keys and with `keys`: each vector set
+    under its own id, never mixed, and a second embed with `keys` finds nothing new."""
+    from dreamgym_cli.store.embed import vectors_id
+
+    store = ReplayStore.open(directory / "S", create=True)
+    append(store, [episode(i) for i in range(3)])
+    assert store.embed(progress=False) == 12
+    assert store.embed(progress=False, keys=keys) == 12
+    assert store.embed(progress=False, keys=keys) == 0
+    table = store.read_table("embeddings")
+    assert sorted(set(table.column("embedder").to_pylist())) == sorted(
+        [vectors_id("full"), vectors_id(keys)])
+    return store
+
+
 def test_parts_keys_embed_and_retrieve_beside_full(tmp_path):
     from dreamgym_cli.store.embed import vectors_id
 
-    store = ReplayStore.open(tmp_path / "S", create=True)
-    append(store, [episode(i) for i in range(3)])
-    assert store.embed(progress=False) == 12
-    assert store.embed(progress=False, keys="parts") == 12
-    assert store.embed(progress=False, keys="parts") == 0
-    table = store.read_table("embeddings")
-    assert sorted(set(table.column("embedder").to_pylist())) == [vectors_id("full"),
-                                                                 vectors_id("parts")]
+    store = embedded_beside_full(tmp_path, "parts")
     top = store.retrieve([as_query(episode(1), 2)], k=2, keys="parts")[0]
     assert (top[0]["episode_id"], top[0]["t"]) == ("textworld-ep1", 2)
     assert top[0]["score"] == pytest.approx(1.0, abs=1e-4) and top[1]["score"] < 0.9999
