@@ -72,9 +72,8 @@ def export_for_serving(model, tokenizer, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config = _base(model).config.to_dict()
     config["tie_word_embeddings"] = False
-    for key in ("text_config",):  # composite configs keep the flag on the text model
-        if isinstance(config.get(key), dict):
-            config[key]["tie_word_embeddings"] = False
+    if isinstance(config.get("text_config"), dict):  # composite configs: on the text model too
+        config["text_config"]["tie_word_embeddings"] = False
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n",
                                      encoding="utf-8")
     save_file(served_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
