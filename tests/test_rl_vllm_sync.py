@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -140,3 +141,44 @@ def test_grpo_rollouts_on_vllm_follow_the_trained_weights(run_cli, sft_policy,  
     before = _trainer_logprobs(initial, prompt, tokens)
     assert max(abs(a - b) for a, b in zip(now, served)) < 1e-3
     assert max(abs(a - b) for a, b in zip(before, served)) > 1e-2  # the training moved them
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("accelerate")
+def test_two_processes_share_one_rollout_server(sft_policy, tw_simple_file,  # noqa: F811
+                                                tmp_path, monkeypatch):
+    """Under `accelerate launch` (2 gloo processes) rank 0 pushes, both ranks wait for the push
+    and generate on the server: both iterations' rollouts match the trainer's weights."""
+    import subprocess
+    import sys
+
+    from tests.test_scale_accelerate_rl import LAUNCH, _env
+
+    monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")
+    from dreamgym_cli.cli import main
+
+    assert main(["export-policy", "--policy", str(sft_policy), "--out",
+                 str(tmp_path / "served")]) == 0
+    dreamgym = Path(sys.executable).parent / "dreamgym"
+    with serving(tmp_path / "served", 2048, "--logprobs-mode", "raw_logprobs") as url:
+        run = subprocess.run(LAUNCH + [str(dreamgym), "train-agent", "--algo", "grpo", "--init",
+                                       str(sft_policy), "--env", "textworld", "--tasks",
+                                       str(tw_simple_file), "--rollout-server", url,
+                                       "--iterations", "2", "--group-size", "2",
+                                       "--batch-tasks", "2", "--max-steps-per-episode", "2",
+                                       "--mini-batches", "2", "--lr", "3e-3", "--kl-coef", "0",
+                                       "--entropy-coef", "0.1", "--workers", "0", "--out",
+                                       str(tmp_path / "P2")],
+                             capture_output=True, text=True, env=_env(), timeout=600)
+        version = httpx.get(url + "/weight_info", timeout=30).json()["weight_version"]
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    lines = [json.loads(x) for x in (tmp_path / "P2" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2]
+    for line in lines:  # every rank's episodes, each generated with the weights then pushed
+        assert line["rollout/episodes"] == 4
+        assert line["rollout/logprob_gap_max"] < 1e-3, line
+    assert version == "2"  # the push after the last update arrived
+    from dreamgym_cli.artifacts import read_manifest
+
+    digests = read_manifest(tmp_path / "P2")["weights_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]

@@ -13,7 +13,7 @@ vLLM's own RL endpoints, available when the server runs with `VLLM_SERVER_DEV_MO
 
 Tied input/output embeddings do not survive vLLM's in-place reload (its lm_head keeps the old
 tensor), so the server must serve an untied copy of the policy: `export_for_serving` writes one
-(`dreamgym export-policy --untie`), and every push carries `lm_head.weight` as its own tensor.
+(`dreamgym export-policy`), and every push carries `lm_head.weight` as its own tensor.
 The trainer checks the server's log-probs against its own forward pass every iteration
 (`rollout/logprob_gap_*` in metrics.jsonl), so a server that did not take the weights is caught.
 """
@@ -94,7 +94,6 @@ class WeightSync:
         self.sync_dir = Path(sync_dir).resolve()
         self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0))
         self.pushed: Path | None = None
-        self.pushes = 0
 
     def check(self) -> None:
         """An InputError unless the server offers the weight-reload endpoints."""
@@ -136,7 +135,6 @@ class WeightSync:
         if self.pushed is not None and self.pushed != target:
             shutil.rmtree(self.pushed, ignore_errors=True)
         self.pushed = target
-        self.pushes += 1
         done = time.perf_counter()
         return {"sync/write_s": round(written - started, 3),
                 "sync/reload_s": round(done - written, 3),

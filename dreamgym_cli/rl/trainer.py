@@ -226,7 +226,8 @@ def train(learner: Learner, env, pool: Sequence[Task], settings: RLSettings,
     end (`weights_digests` in the summary); ranks that drifted apart are an error.
     sync(model, version) -> dict: pushes the policy's weights to the engine that generates the
     rollouts (`llm.weight_sync.WeightSync.push`), before the first iteration and after every
-    update (rank 0; the others wait for it); its metrics go into the iteration's line.
+    update; every rank passes it, rank 0 alone calls it and the others wait at the same barrier;
+    its metrics go into the iteration's line.
     """
     from dreamgym_cli.rl.checkpoint import MetricsLog, load_checkpoint, save_checkpoint
 

@@ -102,7 +102,7 @@ def train_rl(config, out_dir: Path | None, progress) -> tuple[dict, dict]:
         summary = train(learner, env, pool, rl, rollout, run_dir=run_dir, resume=config.resume,
                         sampler=sampler, on_episodes=on_episodes, real_env=not dream,
                         progress=progress, evaluate=validation, eval_every=config.eval_every,
-                        dist=dist, sync=sync.push if sync is not None and main else None)
+                        dist=dist, sync=None if sync is None else sync.push)
     finally:
         env.close()
         if sync is not None:
