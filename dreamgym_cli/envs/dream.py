@@ -151,16 +151,6 @@ def cut_prompt(ids: list[int], settings) -> list[int]:
     return ids[-room:] if len(ids) > room else ids
 
 
-class _KeyedRetrieval:
-    """A store's `retrieve` with the embedding keys fixed (for `retrieve_grouped`)."""
-
-    def __init__(self, store, keys: str):
-        self.store, self.keys = store, keys
-
-    def retrieve(self, queries, k: int = 5, **kw):
-        return self.store.retrieve(queries, k, keys=self.keys, **kw)
-
-
 class DreamEnv:
     """Experience-model env over a batch of episodes."""
 
@@ -358,10 +348,8 @@ class DreamEnv:
                        for s, a in zip(slots, actions)]
             from dreamgym_cli.experience.examples import retrieve_grouped
 
-            store = (self.store if self.retrieval_keys == "full"
-                     else _KeyedRetrieval(self.store, self.retrieval_keys))
-            retrieved = retrieve_grouped(store, queries, [s.exclude for s in slots], k,
-                                         self.retrieval_sources)
+            retrieved = retrieve_grouped(self.store, queries, [s.exclude for s in slots], k,
+                                         self.retrieval_sources, self.retrieval_keys)
         count = lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         out = []
         for slot, action, ctx in zip(slots, actions, retrieved):

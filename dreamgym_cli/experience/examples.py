@@ -81,13 +81,14 @@ def transitions_from_episodes(episodes: Sequence[EpisodeRecord],
 
 
 def retrieve_grouped(store, queries: Sequence[dict], excludes: Sequence[frozenset[str]],
-                     k: int, sources: Sequence[str] | None = None) -> list[list[dict[str, Any]]]:
+                     k: int, sources: Sequence[str] | None = None,
+                     keys: str = "full") -> list[list[dict[str, Any]]]:
     """Top-k per query, each query excluding its own set of episode ids.
 
     Queries that share an exclusion set (the steps of one episode) go in one batched call.
     sources: keep only transitions of these sources (e.g. ("real",): the dream env's default,
     so its own synthetic output never comes back as context); the search widens until k are
-    found or the store is exhausted.
+    found or the store is exhausted. keys: the store's embedding keys searched (`store.embed`).
     """
     if k <= 0 or store is None:
         return [[] for _ in queries]
@@ -97,19 +98,19 @@ def retrieve_grouped(store, queries: Sequence[dict], excludes: Sequence[frozense
     out: list[list[dict[str, Any]]] = [[] for _ in queries]
     for ex, idx in groups.items():
         batch = [queries[i] for i in idx]
-        found = _retrieve_from(store, batch, sorted(ex) or None, k, sources)
+        found = _retrieve_from(store, batch, sorted(ex) or None, k, sources, keys)
         for i, rows in zip(idx, found):
             out[i] = rows
     return out
 
 
 def _retrieve_from(store, queries: list[dict], exclude: list[str] | None, k: int,
-                   sources: Sequence[str] | None) -> list[list[dict[str, Any]]]:
+                   sources: Sequence[str] | None, keys: str) -> list[list[dict[str, Any]]]:
     if sources is None:
-        return store.retrieve(queries, k, exclude_episodes=exclude)
+        return store.retrieve(queries, k, exclude_episodes=exclude, keys=keys)
     wanted, fetch = set(sources), 4 * k
     while True:
-        found = store.retrieve(queries, fetch, exclude_episodes=exclude)
+        found = store.retrieve(queries, fetch, exclude_episodes=exclude, keys=keys)
         kept = [[r for r in rows if r.get("source") in wanted][:k] for rows in found]
         exhausted = all(len(rows) < fetch for rows in found)  # the store had no more to give
         if exhausted or all(len(rows) == k for rows in kept):
